@@ -1,0 +1,152 @@
+"""Command line: parses arguments and dispatches to plain functions. No logic lives here.
+
+Bad input (``InputError``/``ValueError``/``FileNotFoundError``) is printed as one line on stderr with
+exit code 2; set ``ATFT_DEBUG=1`` to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _add_dataset(sub) -> None:
+    ds = sub.add_parser("dataset", help="dataset commands").add_subparsers(dest="action", required=True)
+    p = ds.add_parser("build", help="build the ML dataset (features + targets) from a raw panel")
+    p.add_argument("--source", default=None, help="sample | synthetic | jquants | PATH.parquet | PATH.csv")
+    p.add_argument("--out", default=None, help="output parquet (default output/datasets/ml_dataset_latest_full.parquet)")
+    p.add_argument("--start", default=None, help="jquants: first date YYYY-MM-DD")
+    p.add_argument("--end", default=None, help="jquants: last date YYYY-MM-DD")
+    p.add_argument("--stocks", type=int, default=None, help="synthetic: number of stocks")
+    p.add_argument("--days", type=int, default=None, help="synthetic: number of days")
+    p.add_argument("--seed", type=int, default=None, help="synthetic: random seed")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides key=value")
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train ATFT-GAT-FAN")
+    p.add_argument("--data-path", default=None)
+    p.add_argument("--max-epochs", type=int, default=None)
+    p.add_argument("--run-dir", default=None)
+    p.add_argument("--resume-from", default=None)
+    p.add_argument("overrides", nargs="*", help="Hydra overrides key=value")
+
+
+def _add_model(sub) -> None:
+    md = sub.add_parser("model", help="model commands").add_subparsers(dest="action", required=True)
+    p = md.add_parser("summary", help="parameter count and one line per module")
+    p.add_argument("--features", type=int, default=80, help="number of input features F")
+    p.add_argument("overrides", nargs="*")
+
+
+def _add_evaluation(sub) -> None:
+    p = sub.add_parser("evaluate", help="metrics of a trained run on a split")
+    p.add_argument("--run", dest="run_dir", default=None)
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--data-path", default=None)
+    p.add_argument("--split", choices=["val", "test"], default="test")
+    p.add_argument("--cost-bps", type=float, default=None)
+    p.add_argument("--folds", type=int, default=None, help="walk-forward folds (retrains per fold)")
+
+    p = sub.add_parser("predict", help="predictions for a trading system")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data-path", required=True)
+    p.add_argument("--date", default=None)
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("backtest", help="long-short and long-only backtests of a predictions file")
+    p.add_argument("--predictions", required=True)
+    p.add_argument("--cost-bps", type=float, default=10.0)
+    p.add_argument("--lag", type=int, default=1, help="execution lag in days")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--out", default=None)
+
+    p = sub.add_parser("compare", help="ATFT variants vs baselines on identical splits")
+    p.add_argument("--data-path", required=True)
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--out", required=True)
+    p.add_argument("--folds", type=int, default=None)
+    p.add_argument("--models", default=None, help="comma list; default all")
+    p.add_argument("--max-epochs", type=int, default=None)
+    p.add_argument("--cost-bps", type=float, default=None)
+    p.add_argument("overrides", nargs="*")
+
+    p = sub.add_parser("report", help="self-contained HTML report of a run or compare folder")
+    p.add_argument("path")
+    p.add_argument("--out", default=None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atft", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_dataset(sub)
+    _add_train(sub)
+    _add_model(sub)
+    _add_evaluation(sub)
+    return parser
+
+
+def _overrides(args, mapping: dict[str, str]) -> list[str]:
+    """CLI flags -> Hydra overrides (flags first, so explicit key=value still wins)."""
+    out = [f"{key}={getattr(args, attr)}" for attr, key in mapping.items() if getattr(args, attr) is not None]
+    return out + list(getattr(args, "overrides", []) or [])
+
+
+def dispatch(args) -> int:
+    from atft.config import load_config
+
+    kwargs = {k: v for k, v in vars(args).items() if k not in ("command", "action", "overrides")}
+    if args.command == "dataset":
+        from atft.data.build import build_dataset
+        from atft.data.quality import format_quality_summary
+
+        flags = {k: f"data.build.{k}" for k in ("source", "out", "start", "end", "stocks", "days", "seed")}
+        report = build_dataset(load_config(_overrides(args, flags)))
+        print(format_quality_summary(report))
+    elif args.command == "train":
+        from atft.training.train import train
+
+        flags = {"data_path": "data.path", "max_epochs": "train.trainer.max_epochs", "run_dir": "run_dir"}
+        train(load_config(_overrides(args, flags)), resume_from=args.resume_from)
+    elif args.command == "model":
+        from atft.model import model_summary
+
+        print(model_summary(load_config(args.overrides), n_features=args.features))
+    elif args.command == "evaluate":
+        from atft.evaluation.evaluate import evaluate
+
+        evaluate(**kwargs)
+    elif args.command == "predict":
+        from atft.evaluation.predict import predict
+
+        predict(**kwargs)
+    elif args.command == "backtest":
+        from atft.evaluation.backtest import run_backtest
+
+        run_backtest(**kwargs)
+    elif args.command == "compare":
+        from atft.evaluation.compare import compare
+
+        compare(overrides=list(args.overrides or []), **kwargs)
+    elif args.command == "report":
+        from atft.evaluation.report import build_report
+
+        print(build_report(args.path, out=args.out))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return dispatch(args)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        if os.environ.get("ATFT_DEBUG"):
+            raise
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"atft: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
