@@ -1,0 +1,89 @@
+"""Variable selection alone: our batched VSN (+ the one projection to C) vs pytorch-forecasting's.
+
+The peer runs F per-variable GRNs of width C in a Python loop and stacks them into ``[B, T, C, F]``
+(DESIGN.md: 90-97% of a TFT step). Ours embeds each variable in d_e=8 channels with one batched op and
+projects the weighted ``[B, T, F*d_e]`` to C once. Both produce ``[B, T, C]`` and feature weights.
+Same process, alternating, same threads and allocator setting; median forward+backward seconds.
+
+    python benchmarks/bench_vsn.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import torch
+
+B, T, F = 1024, 20, 80
+
+
+def ours(hidden: int):
+    from atft.nn.variable_selection import VariableSelectionNetwork
+
+    vsn = VariableSelectionNetwork(F, 8, hidden)
+    proj = torch.nn.Linear(F * 8, hidden)
+    x = torch.randn(B, T, F)
+
+    def step():
+        selected, _ = vsn(x)
+        proj(selected).square().mean().backward()
+
+    return step
+
+
+def peer(hidden: int):
+    from pytorch_forecasting.models.temporal_fusion_transformer.sub_modules import VariableSelectionNetwork
+
+    names = [f"f{i}" for i in range(F)]
+    prescalers = {n: torch.nn.Linear(1, hidden) for n in names}  # hidden_continuous_size = hidden
+    vsn = VariableSelectionNetwork({n: hidden for n in names}, hidden, {n: False for n in names},
+                                   dropout=0.1, prescalers=torch.nn.ModuleDict(prescalers))
+    x = {n: torch.randn(B, T, 1) for n in names}
+
+    def step():
+        out, _ = vsn(x)
+        out.square().mean().backward()
+
+    return step
+
+
+def timed(step, n: int) -> float:
+    step()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--hidden", type=int, nargs="+", default=[64, 256])
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "vsn.json"))
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    rows = []
+    for hidden in args.hidden:
+        p, o = peer(hidden), ours(hidden)
+        tp, to = timed(p, args.steps), timed(o, args.steps)
+        row = {"hidden": hidden, "peer_s": tp, "ours_s": to, "speedup": tp / to,
+               "peer_bytes_BTFC": B * T * F * hidden * 4, "ours_bytes_BTFd": B * T * F * 8 * 4}
+        rows.append(row)
+        print(json.dumps(row))
+    env = {"threads": torch.get_num_threads(),
+           "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "unset"), "batch": B, "T": T, "F": F}
+    tmp = args.out + ".tmp"
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(tmp, "w") as fh:
+        json.dump({"env": env, "rows": rows}, fh, indent=1)
+    os.replace(tmp, args.out)
+
+
+if __name__ == "__main__":
+    main()

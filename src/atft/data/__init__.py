@@ -1,0 +1,1 @@
+"""Dataset building: sources, validation, split adjustment, features, targets, quality report."""

@@ -1,0 +1,272 @@
+"""Dense day x stock panel: the ML dataset parquet as ``X[D, N, F]``, ``M[D, N]``, ``Y[D, N, H]``.
+
+Any parquet that follows DESIGN.md's data contract loads here (ours, or a user's upstream dataset with
+hundreds of columns). Targets are the ``target_{h}d`` columns; features are the other numeric columns,
+except that no column whose name contains ``target`` (and no ``oracle_*`` column) is ever a feature.
+
+Two statistics are fitted on data, both on the **training dates only**: the leakage screen (refuses a
+feature whose mean daily IC with a forward target is implausibly high) and the robust scaler
+(median / IQR, clipped). Shapes: ``D`` days, ``N`` stocks, ``F`` features, ``H`` horizons.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from atft.data.splits import Splits, date_splits
+from atft.errors import InputError
+
+log = logging.getLogger(__name__)
+
+TARGET_RE = re.compile(r"^target_(\d+)d$")
+META_COLUMNS = ("Code", "Date", "Sector", "Market")
+IQR_TO_STD = 1.349  # IQR of a standard normal: scaled features have ~unit spread on Gaussian data
+MAX_SCALER_ROWS = 200_000  # quantiles on a seeded row subsample beyond this (huge upstream panels)
+
+
+@dataclass
+class RobustScaler:
+    """Per-feature ``clip((x - median) / (IQR / 1.349), -clip, clip)``; NaN -> 0 after scaling."""
+
+    center: np.ndarray  # [F]
+    scale: np.ndarray  # [F]
+    clip: float = 5.0
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        out = (x - self.center) / self.scale
+        np.clip(out, -self.clip, self.clip, out=out)
+        return np.nan_to_num(out, nan=0.0).astype(np.float32)
+
+    def to_dict(self, names: list[str]) -> dict:
+        return {"clip": self.clip, "features": {n: [float(c), float(s)] for n, c, s in
+                                                zip(names, self.center, self.scale)}}
+
+
+@dataclass
+class Panel:
+    """The dataset as dense arrays (see module docstring for the letters)."""
+
+    X: np.ndarray  # [D, N, F] float32, scaled, NaN-free (missing -> 0)
+    M: np.ndarray  # [D, N] bool: row exists and its features are mostly finite
+    Y: np.ndarray  # [D, N, H] float32 raw forward returns, NaN where unknown
+    Y_mask: np.ndarray  # [D, N, H] bool
+    dates: np.ndarray  # [D] datetime64[D]
+    codes: np.ndarray  # [N] str
+    feature_names: list[str]
+    horizons: list[int]
+    sector_id: np.ndarray  # [N] int64, -1 missing
+    market_id: np.ndarray  # [N] int64, -1 missing
+    returns: np.ndarray | None  # [D, N] float32 daily returns for the day graph, NaN missing
+    splits: Splits
+    scaler: RobustScaler
+    source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.X.shape  # type: ignore[return-value]
+
+
+def _get(cfg, key, default=None):
+    if cfg is None:
+        return default
+    value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
+    return default if value is None else value
+
+
+def _read(path: Path) -> pl.DataFrame:
+    if not path.is_file():
+        raise InputError(f"dataset {path} does not exist (build one with `atft dataset build`)")
+    try:
+        df = pl.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file for the user
+        raise InputError(f"dataset {path} is not a readable parquet file: {exc}".splitlines()[0]) from None
+    for col in ("Code", "Date"):
+        if col not in df.columns:
+            raise InputError(f"dataset {path} has no {col!r} column (expected Code, Date, features, target_*d)")
+    df = df.with_columns(pl.col("Code").cast(pl.Utf8), pl.col("Date").cast(pl.Date))
+    dup = df.select(pl.struct("Code", "Date").is_duplicated().sum()).item()
+    if dup:
+        first = df.filter(pl.struct("Code", "Date").is_duplicated()).row(0, named=True)
+        raise InputError(f"dataset {path} has {dup} duplicate (Code, Date) rows, e.g. "
+                         f"Code={first['Code']} Date={first['Date']}; expected one row per stock and day")
+    return df
+
+
+def detect_horizons(columns: list[str], wanted, path: Path) -> list[int]:
+    found = sorted(int(m.group(1)) for c in columns if (m := TARGET_RE.match(c)))
+    if not found:
+        raise InputError(f"dataset {path} has no target_{{h}}d columns (expected e.g. target_1d)")
+    if not wanted:
+        return found
+    missing = [h for h in wanted if h not in found]
+    if missing:
+        raise InputError(f"dataset {path} lacks target_{missing[0]}d (horizons found: {found})")
+    return [int(h) for h in wanted]
+
+
+def is_target_derived(name: str) -> bool:
+    """Columns never allowed as features: anything named after a target, and oracle columns."""
+    return "target" in name.lower() or name.lower().startswith("oracle_")
+
+
+def detect_features(df: pl.DataFrame, features_cfg, path: Path) -> list[str]:
+    """Numeric non-target columns, or the explicit include list; minus the exclude list."""
+    include = list(_get(features_cfg, "include", []) or [])
+    exclude = set(_get(features_cfg, "exclude", []) or [])
+    if include:
+        for name in include:
+            if name not in df.columns:
+                raise InputError(f"data.features.include names {name!r}, which is not a column of {path}")
+            if is_target_derived(name):
+                raise InputError(f"data.features.include names {name!r}: target-derived columns are never features")
+        names = include
+    else:
+        names = [c for c, t in df.schema.items()
+                 if c not in META_COLUMNS and (t.is_numeric() or t == pl.Boolean) and not is_target_derived(c)]
+    names = [n for n in names if n not in exclude]
+    null_only = [n for n in names if df[n].null_count() == df.height]
+    if null_only:
+        log.warning("dropping %d all-null feature columns, e.g. %s", len(null_only), null_only[0])
+        names = [n for n in names if n not in null_only]
+    if not names:
+        raise InputError(f"dataset {path} has no usable feature columns (numeric, not target-derived)")
+    return names
+
+
+def _dense(df: pl.DataFrame, columns: list[str], di: np.ndarray, ni: np.ndarray, shape) -> np.ndarray:
+    """Scatter long rows into a dense ``[D, N, len(columns)]`` float32 array, NaN where missing."""
+    out = np.full((*shape, len(columns)), np.nan, dtype=np.float32)  # [D, N, K]
+    values = df.select(pl.col(c).cast(pl.Float32) for c in columns).to_numpy().astype(np.float32, copy=False)
+    out[di, ni] = np.where(np.isfinite(values), values, np.nan)
+    return out
+
+
+def _static_ids(df: pl.DataFrame, col: str, codes: np.ndarray) -> np.ndarray:
+    """Per-stock integer id of a static string column (first non-null value); -1 where missing."""
+    if col not in df.columns:
+        return np.full(len(codes), -1, dtype=np.int64)
+    first = (df.filter(pl.col(col).is_not_null()).group_by("Code")
+             .agg(pl.col(col).cast(pl.Utf8).first()))
+    mapping = dict(zip(first["Code"].to_list(), first[col].to_list()))
+    levels = {v: i for i, v in enumerate(sorted(set(mapping.values())))}
+    return np.array([levels.get(mapping.get(c), -1) for c in codes], dtype=np.int64)
+
+
+def _daily_ic(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Mean over days of the cross-sectional Pearson correlation. x [D, N, F], y [D, N] -> [F]."""
+    valid = np.isfinite(x) & np.isfinite(y)[..., None]  # [D, N, F]
+    n = valid.sum(1)  # [D, F]
+    xv = np.where(valid, x, 0.0)
+    yv = np.where(valid, y[..., None], 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        xc = np.where(valid, xv - xv.sum(1, keepdims=True) / np.maximum(n, 1)[:, None], 0.0)
+        yc = np.where(valid, yv - yv.sum(1, keepdims=True) / np.maximum(n, 1)[:, None], 0.0)
+        corr = (xc * yc).sum(1) / np.sqrt((xc**2).sum(1) * (yc**2).sum(1))  # [D, F]
+    corr = np.where(n >= 3, corr, np.nan)
+    with np.errstate(invalid="ignore"), np.testing.suppress_warnings() as sup:
+        sup.filter(RuntimeWarning)
+        return np.nanmean(corr, axis=0)
+
+
+def leakage_screen(X: np.ndarray, Y: np.ndarray, names: list[str], horizons: list[int], days: np.ndarray,
+                   max_abs_ic: float) -> None:
+    """Refuse any feature whose |mean daily IC| with a forward target exceeds ``max_abs_ic``."""
+    if max_abs_ic is None or max_abs_ic <= 0 or len(days) == 0:
+        return
+    for k, h in enumerate(horizons):
+        ic = _daily_ic(X[days], Y[days, :, k])  # [F]
+        bad = np.flatnonzero(np.abs(np.nan_to_num(ic)) > max_abs_ic)
+        if len(bad):
+            f = int(bad[np.argmax(np.abs(ic[bad]))])
+            raise InputError(f"feature {names[f]!r} has mean daily IC {ic[f]:+.3f} with target_{h}d on the "
+                             f"training dates (> data.features.leakage_screen_max_abs_ic={max_abs_ic}); it "
+                             f"looks derived from the future - exclude it via data.features.exclude")
+
+
+def fit_scaler(X: np.ndarray, M: np.ndarray, days: np.ndarray, clip: float, seed: int = 0) -> RobustScaler:
+    """Median / IQR per feature over the valid rows of ``days`` (training dates only)."""
+    rows = X[days][M[days]]  # [R, F]
+    if len(rows) > MAX_SCALER_ROWS:
+        rows = rows[np.random.default_rng(seed).choice(len(rows), MAX_SCALER_ROWS, replace=False)]
+    with np.testing.suppress_warnings() as sup:
+        sup.filter(RuntimeWarning)
+        q25, q50, q75 = np.nanpercentile(rows, [25, 50, 75], axis=0) if len(rows) else (None,) * 3
+    if q50 is None:
+        raise InputError("no valid feature rows on the training dates to fit the scaler")
+    scale = (q75 - q25) / IQR_TO_STD
+    std = np.nanstd(rows, axis=0)
+    scale = np.where(np.isfinite(scale) & (scale > 1e-12), scale, np.where(std > 1e-12, std, 1.0))
+    return RobustScaler(np.nan_to_num(q50).astype(np.float32), scale.astype(np.float32), float(clip))
+
+
+def graph_returns(X_raw: np.ndarray, names: list[str], Y: np.ndarray, horizons: list[int],
+                  column: str | None) -> tuple[np.ndarray | None, str]:
+    """Daily returns ``[D, N]`` for the day-graph correlations, and where they came from.
+
+    The configured feature column (``model.graph.return_feature``, default ``returns_1d``) if present;
+    else ``target_1d`` shifted by one day (``Close(t)/Close(t-1) - 1`` is known at the close of ``t``).
+    """
+    if column and column in names:
+        return X_raw[..., names.index(column)].copy(), column
+    if 1 in horizons:
+        ret = np.full(Y.shape[:2], np.nan, dtype=np.float32)  # [D, N]
+        ret[1:] = Y[:-1, :, horizons.index(1)]
+        return ret, "target_1d shifted by one day"
+    return None, "none"
+
+
+def load_panel(path, data_cfg, *, model_cfg=None, scaler: RobustScaler | None = None,
+               fit_days: np.ndarray | None = None) -> Panel:
+    """Read ``path`` into a :class:`Panel` (splits, leakage screen and scaler fitted on training dates).
+
+    Args:
+        path: ML dataset parquet following the data contract.
+        data_cfg: ``cfg.data`` (``horizons``, ``min_history_frac``, ``features``, ``split``, ``scaling``).
+        model_cfg: ``cfg.model`` (only ``graph.return_feature`` is read); None -> ``returns_1d``.
+        scaler: an already fitted scaler (e.g. from a checkpoint) to apply instead of fitting one.
+        fit_days: day indices to fit the screen and scaler on; None -> the training split.
+    """
+    path = Path(path)
+    df = _read(path)
+    horizons = detect_horizons(df.columns, _get(data_cfg, "horizons"), path)
+    names = detect_features(df, _get(data_cfg, "features"), path)
+    dates = np.sort(df["Date"].unique().to_numpy()).astype("datetime64[D]")
+    codes = np.sort(df["Code"].unique().to_numpy().astype(str))
+    di = np.searchsorted(dates, df["Date"].to_numpy().astype("datetime64[D]"))
+    ni = np.searchsorted(codes, df["Code"].to_numpy().astype(str))
+    shape = (len(dates), len(codes))
+    X = _dense(df, names, di, ni, shape)  # [D, N, F]
+    Y = _dense(df, [f"target_{h}d" for h in horizons], di, ni, shape)  # [D, N, H]
+    exists = np.zeros(shape, dtype=bool)
+    exists[di, ni] = True
+    M = exists & (np.isfinite(X).mean(-1) >= 0.5)  # [D, N]
+    splits = date_splits(dates, _get(data_cfg, "split"), max(horizons))
+    fit = splits.train if fit_days is None else np.asarray(fit_days)
+    leakage_screen(X, Y, names, horizons, fit,
+                   _get(_get(data_cfg, "features"), "leakage_screen_max_abs_ic", 0.5))
+    return_col = _get(_get(model_cfg, "graph"), "return_feature", "returns_1d")
+    returns, source = graph_returns(X, names, Y, horizons, return_col)
+    notes = [f"graph returns from {source}"]
+    if source != return_col:
+        log.warning("return feature %r not in %s: day-graph correlations use %s", return_col, path.name, source)
+    if scaler is None:
+        scaling = _get(data_cfg, "scaling")
+        if _get(scaling, "method", "robust") not in ("robust", "none"):
+            raise InputError(f"data.scaling.method={_get(scaling, 'method')!r}: expected robust or none")
+        if _get(scaling, "method", "robust") == "none":
+            scaler = RobustScaler(np.zeros(len(names), np.float32), np.ones(len(names), np.float32), np.inf)
+        else:
+            scaler = fit_scaler(X, M, fit, _get(scaling, "clip", 5.0))
+    X = scaler.transform(X)  # [D, N, F] NaN-free
+    log.info("panel %s: %d days x %d stocks x %d features, horizons %s", path.name, *shape, len(names), horizons)
+    return Panel(X=X, M=M, Y=Y, Y_mask=np.isfinite(Y), dates=dates, codes=codes, feature_names=names,
+                 horizons=horizons, sector_id=_static_ids(df, "Sector", codes),
+                 market_id=_static_ids(df, "Market", codes), returns=returns, splits=splits, scaler=scaler,
+                 source=str(path), notes=notes)

@@ -1,0 +1,1 @@
+"""Evaluation: metrics (one definition each), backtests, baselines, comparisons and reports."""

@@ -1,0 +1,144 @@
+"""Per-date stock graphs: top-k |return correlation| neighbours over the trailing window, with
+``edge_attr = [corr, same_sector, same_market]``.
+
+Only returns of days ``d-W+1 .. d`` enter the graph of day ``d`` (no look-ahead), and only stocks valid
+on day ``d`` get edges.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+EDGE_DIM = 3  # corr, same_sector, same_market
+
+
+def _as_numpy(a, dtype) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().numpy()
+    return np.asarray(a, dtype=dtype)
+
+
+def window_correlation(window: np.ndarray, min_periods: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Correlation matrix of the columns of ``window [W, n]`` (NaN = missing), one matrix product.
+
+    Each column is demeaned over its own observed days, missing entries are then set to 0, and
+    corr_ij = sum_t z_ti z_tj / sqrt(sum_t z_ti^2 sum_t z_tj^2). This equals Pearson's correlation when
+    both stocks are fully observed; with gaps it shrinks toward 0 (missing days contribute nothing to
+    the co-moment but the norms use every observed day), the conservative direction for a kNN graph.
+    A column with fewer than ``min_periods`` observations or zero variance has no correlations.
+
+    Shapes: ``[W, n] -> (corr [n, n] float32, ok [n] bool)``.
+    """
+    r = torch.from_numpy(np.ascontiguousarray(window, dtype=np.float64))  # [W, n]
+    obs = torch.isfinite(r)
+    count = obs.sum(0)  # [n]
+    mean = torch.where(obs, r, 0.0).sum(0) / count.clamp(min=1)  # [n]
+    z = torch.where(obs, r - mean, 0.0)  # [W, n]
+    ss = (z * z).sum(0)  # [n]
+    ok = (count >= min_periods) & (ss > 1e-20)
+    z = torch.where(ok, z / ss.clamp(min=1e-20).sqrt(), 0.0).float()  # [W, n], unit-norm columns
+    return z.T @ z, ok  # [n, n], [n]
+
+
+class DayGraphBuilder:
+    """Return-correlation kNN graph of each day, cached per date.
+
+    For day d, among the stocks valid on d: correlations over days d-W+1..d (``window_correlation``),
+    each stock's ``k`` largest-|corr| partners (itself excluded), symmetrised (i-j kept if either picked
+    the other). ``graph(d, stock_idx)`` keeps the edges among ``stock_idx`` and adds exactly one
+    self-loop per requested stock with attributes [1, sector known, market known].
+
+    Args:
+        returns: ``[D, N]`` daily returns (NaN = missing), the value known at the close of each day.
+        valid: ``[D, N]`` bool, stock tradable / sampled on that day.
+        sector_id, market_id: ``[N]`` int ids, < 0 where unknown (None: all unknown).
+        window: W, days in the correlation window (default 60).
+        k: neighbours per stock (default 10).
+        min_periods: observations a stock needs in the window (default max(2, W // 2)).
+        cache_days: days kept in the LRU cache (default 1024; ~0.3 MB per 4,000-stock day).
+
+    Shapes: ``graph`` returns ``edge_index [2, E]`` long into 0..len(stock_idx)-1 and
+    ``edge_attr [E, 3]`` float32.
+    """
+
+    def __init__(self, returns, valid, sector_id=None, market_id=None, window: int = 60, k: int = 10,
+                 min_periods: int | None = None, cache_days: int = 1024):
+        self.returns = _as_numpy(returns, np.float64)  # [D, N]
+        self.valid = _as_numpy(valid, bool)  # [D, N]
+        if self.returns.ndim != 2 or self.returns.shape != self.valid.shape:
+            raise ValueError(f"returns {self.returns.shape} and valid {self.valid.shape} must both be [D, N]")
+        n = self.returns.shape[1]
+        self.sector_id = np.full(n, -1) if sector_id is None else _as_numpy(sector_id, np.int64)
+        self.market_id = np.full(n, -1) if market_id is None else _as_numpy(market_id, np.int64)
+        if self.sector_id.shape != (n,) or self.market_id.shape != (n,):
+            raise ValueError(f"sector_id / market_id must be [N={n}]")
+        if window < 2 or k < 1:
+            raise ValueError(f"model.graph.window must be >= 2 and model.graph.k >= 1, got {window}, {k}")
+        self.window, self.k = window, k
+        self.min_periods = max(2, window // 2) if min_periods is None else min_periods
+        self.cache_days = cache_days
+        self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
+
+    def day_edges(self, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Symmetrised kNN edges of day ``d`` in panel stock indices: ``(src [E], dst [E], corr [E])``,
+        no self-loops. Cached."""
+        if d in self._cache:
+            self._cache.move_to_end(d)
+            return self._cache[d]
+        if not 0 <= d < self.returns.shape[0]:
+            raise ValueError(f"day index {d} outside the panel's 0..{self.returns.shape[0] - 1}")
+        edges = self._build(d)
+        self._cache[d] = edges
+        if len(self._cache) > self.cache_days:
+            self._cache.popitem(last=False)
+        return edges
+
+    def _build(self, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        stocks = np.flatnonzero(self.valid[d])  # [n]
+        empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+        if len(stocks) < 2:
+            return empty
+        window = self.returns[max(0, d - self.window + 1): d + 1, stocks]  # [W, n], days <= d only
+        corr, ok = window_correlation(window, self.min_periods)  # [n, n], [n]
+        score = corr.abs().masked_fill(~(ok[:, None] & ok[None, :]), -1.0)  # [n, n]
+        score.fill_diagonal_(-1.0)
+        k = min(self.k, len(stocks) - 1)
+        top = score.topk(k, dim=1)  # values/indices [n, k]
+        keep = (top.values >= 0).numpy()  # [n, k] real candidates only
+        src = np.repeat(np.arange(len(stocks)), k).reshape(-1, k)[keep]
+        dst = top.indices.numpy()[keep]
+        both = np.unique(np.concatenate([src * len(stocks) + dst, dst * len(stocks) + src]))  # symmetrise
+        src, dst = both // len(stocks), both % len(stocks)
+        return stocks[src], stocks[dst], corr.numpy()[src, dst].astype(np.float32)
+
+    def graph(self, d: int, stock_idx) -> tuple[torch.Tensor, torch.Tensor]:
+        """Edges of day ``d`` among ``stock_idx`` (panel indices), re-indexed to 0..len(stock_idx)-1,
+        plus one self-loop per stock. Neighbours outside ``stock_idx`` are dropped."""
+        stock_idx = _as_numpy(stock_idx, np.int64)  # [B_d]
+        n_panel = self.returns.shape[1]
+        if stock_idx.size and (stock_idx.min() < 0 or stock_idx.max() >= n_panel):
+            raise ValueError(f"stock_idx must lie in 0..{n_panel - 1}")
+        if len(np.unique(stock_idx)) != len(stock_idx):
+            raise ValueError("stock_idx has duplicates; each stock appears once in a day's graph")
+        src, dst, corr = self.day_edges(d)
+        pos = np.full(n_panel, -1, np.int64)
+        pos[stock_idx] = np.arange(len(stock_idx))
+        keep = (pos[src] >= 0) & (pos[dst] >= 0)
+        src, dst, corr = src[keep], dst[keep], corr[keep]
+        loops = np.arange(len(stock_idx))
+        edge_index = np.stack([np.concatenate([pos[src], loops]), np.concatenate([pos[dst], loops])])  # [2, E]
+        all_src, all_dst = np.concatenate([src, stock_idx]), np.concatenate([dst, stock_idx])
+        attr = np.stack([
+            np.concatenate([corr, np.ones(len(stock_idx), np.float32)]),
+            self._same(self.sector_id, all_src, all_dst),
+            self._same(self.market_id, all_src, all_dst),
+        ], axis=1)  # [E, 3]
+        return torch.from_numpy(edge_index), torch.from_numpy(attr.astype(np.float32))
+
+    @staticmethod
+    def _same(ids: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+        """1.0 where both ends share a known id, else 0 (unknown ids are < 0)."""
+        return ((ids[src] == ids[dst]) & (ids[src] >= 0)).astype(np.float32)

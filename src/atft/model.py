@@ -1,0 +1,169 @@
+"""ATFT-GAT-FAN assembled from config (reads top to bottom: builders, the model, the summary).
+
+    x [B,T,F] -> variable_selection -> [B,T,F*d_e] -> backbone_projection -> projected_features [B,T,C]
+      -> adaptive_norm -> normalized_features [B,T,C] (+ context [B,C] for instance norms)
+      -> temporal_encoder -> temporal_embedding [B,C] -> gat (day graph) -> graph_embedding [B,C]
+      -> fusion (gated residual) (+ context) -> prediction_head -> [B,H] / [B,H,Q]
+
+Shape letters: B samples, T lookback, F features, C hidden, H horizons, Q quantiles, E edges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from atft.errors import InputError
+from atft.nn.gat import GraphAttentionBlock, GraphPassThrough
+from atft.nn.heads import GatedFusion, MultiHorizonHead
+from atft.nn.norm_base import AdaptiveNorm
+from atft.nn.normalization import build_adaptive_norm
+from atft.nn.temporal import TemporalEncoder
+from atft.nn.variable_selection import VariableSelectionNetwork
+
+MODULE_NAMES = (
+    "variable_selection", "backbone_projection", "adaptive_norm", "temporal_encoder", "gat",
+    "fusion", "prediction_head",
+)
+
+
+class ATFT_GAT_FAN(nn.Module):
+    """Adaptive TFT encoder + GAT over the day graph + multi-horizon head.
+
+    Args:
+        n_features: F.
+        horizons: the H target horizons in days (labels only; the head has one MLP per horizon).
+        hidden: C (default 64).
+        vsn_embed_dim: per-variable embedding width d_e (default 8).
+        adaptive_norm: the normalisation slot (``atft.nn.normalization.NORMS``).
+        temporal_encoder: ``TemporalEncoder``.
+        gat: ``GraphAttentionBlock`` or ``GraphPassThrough`` (``model.gat.enabled=false``).
+        quantiles: optional quantile levels (Q); None -> point forecasts.
+        dropout: dropout in the selection, fusion and head (default 0.1).
+
+    Shapes: see ``forward``.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        horizons: Sequence[int],
+        hidden: int,
+        vsn_embed_dim: int,
+        adaptive_norm: AdaptiveNorm,
+        temporal_encoder: nn.Module,
+        gat: nn.Module,
+        quantiles: Sequence[float] | None = None,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        self.n_features, self.hidden = n_features, hidden
+        self.horizons = [int(h) for h in horizons]
+        self.quantiles = [float(q) for q in quantiles] if quantiles else None
+        self.variable_selection = VariableSelectionNetwork(n_features, vsn_embed_dim, hidden, dropout)
+        self.backbone_projection = nn.Linear(n_features * vsn_embed_dim, hidden)
+        self.adaptive_norm = adaptive_norm
+        self.temporal_encoder = temporal_encoder
+        self.gat = gat
+        self.fusion = GatedFusion(hidden, dropout)
+        n_out = len(self.quantiles) if self.quantiles else 1
+        self.prediction_head = MultiHorizonHead(hidden, len(self.horizons), n_out, dropout=dropout)
+        # the point forecast of a quantile head is its level closest to the median
+        self.median_index = 0 if not self.quantiles else min(
+            range(n_out), key=lambda i: abs(self.quantiles[i] - 0.5))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        edge_index: torch.Tensor | None = None,
+        edge_attr: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """x ``[B, T, F]``; edge_index ``[2, E]`` into 0..B-1 (None: self-loops only); edge_attr ``[E, 3]``;
+        mask ``[B, T]`` bool, True where the step is valid (None: all valid; invalid steps are zeroed
+        and hidden from attention).
+
+        Returns ``predictions [B, H]``, ``quantiles [B, H, Q]`` (quantile heads only),
+        ``projected_features`` / ``normalized_features [B, T, C]``, ``feature_weights [B, F]``,
+        ``temporal_embedding`` / ``graph_embedding [B, C]``.
+        """
+        if mask is not None:
+            if mask.shape != x.shape[:2]:
+                raise ValueError(f"mask must be [B, T] = {tuple(x.shape[:2])}, got {tuple(mask.shape)}")
+            x = x * mask.unsqueeze(-1).to(x.dtype)
+        selected, weights = self.variable_selection(x)  # [B, T, F*d_e], [B, T, F]
+        projected = self.backbone_projection(selected)  # [B, T, C]
+        normalized, context = self.adaptive_norm(projected)  # [B, T, C], [B, C] | None
+        temporal = self.temporal_encoder(normalized, mask)  # [B, C]
+        graph = self.gat(temporal, edge_index, edge_attr)  # [B, C]
+        fused = self.fusion(temporal, graph)  # [B, C]
+        if context is not None:
+            fused = fused + context  # what the instance norm removed, fed forward (docs/model.md)
+        out = self.prediction_head(fused)  # [B, H, Q]
+        result = {
+            "predictions": out[..., self.median_index],  # [B, H]
+            "projected_features": projected,
+            "normalized_features": normalized,
+            "feature_weights": weights.mean(dim=1),  # [B, F]
+            "temporal_embedding": temporal,
+            "graph_embedding": graph,
+        }
+        if self.quantiles:
+            result["quantiles"] = out
+        return result
+
+
+def _get(cfg: Mapping | None, key: str, default):
+    value = cfg.get(key, default) if cfg is not None else default
+    return default if value is None else value
+
+
+def build_model(model_cfg: Mapping, n_features: int, horizons: Sequence[int]) -> ATFT_GAT_FAN:
+    """``ATFT_GAT_FAN`` from ``cfg.model``; ``horizons`` wins over ``model_cfg.horizons``."""
+    horizons = list(horizons or _get(model_cfg, "horizons", []))
+    if n_features < 1 or not horizons:
+        raise InputError(f"model needs n_features >= 1 and at least one horizon, got {n_features}, {horizons}")
+    hidden = int(_get(model_cfg, "hidden_size", 64))
+    dropout = float(_get(model_cfg, "dropout", 0.1))
+    lookback = int(_get(model_cfg, "lookback", 20))
+    temporal_cfg, gat_cfg = _get(model_cfg, "temporal", {}), _get(model_cfg, "gat", {})
+    norm = build_adaptive_norm(str(_get(model_cfg, "adaptive_norm", "layernorm")), hidden, lookback,
+                               _get(model_cfg, "norm", {}))
+    encoder = TemporalEncoder(hidden, int(_get(temporal_cfg, "lstm_layers", 1)),
+                              int(_get(temporal_cfg, "attention_heads", 4)), dropout)
+    if bool(_get(gat_cfg, "enabled", True)):
+        gat = GraphAttentionBlock(hidden, int(_get(gat_cfg, "layers", 2)), int(_get(gat_cfg, "heads", 4)),
+                                  float(_get(gat_cfg, "dropout", dropout)))
+    else:
+        gat = GraphPassThrough()
+    quantiles = _get(model_cfg, "quantiles", None)
+    if quantiles is not None:
+        quantiles = sorted(float(q) for q in quantiles)
+        if not all(0.0 < q < 1.0 for q in quantiles):
+            raise InputError(f"model.quantiles must lie in (0, 1), got {quantiles}")
+    return ATFT_GAT_FAN(n_features, horizons, hidden, int(_get(model_cfg, "vsn_embed_dim", 8)), norm,
+                        encoder, gat, quantiles, dropout)
+
+
+def _count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def model_summary(cfg: Mapping, n_features: int) -> str:
+    """Parameter count and one line per module, for ``atft model summary``."""
+    data_cfg = _get(cfg, "data", {})
+    horizons = (_get(cfg.model, "horizons", None) or _get(data_cfg, "horizons", None)
+                or _get(_get(data_cfg, "build", {}), "horizons", [1, 5, 10, 20]))
+    model = build_model(cfg.model, n_features, list(horizons))
+    lines = [
+        f"ATFT_GAT_FAN  F={n_features}  C={model.hidden}  horizons={model.horizons}  "
+        f"adaptive_norm={_get(cfg.model, 'adaptive_norm', 'layernorm')}  quantiles={model.quantiles}",
+        f"{'module':<22}{'class':<34}{'params':>10}",
+    ]
+    for name in MODULE_NAMES:
+        module = getattr(model, name)
+        lines.append(f"{name:<22}{type(module).__name__:<34}{_count(module):>10,}")
+    lines.append(f"{'total':<56}{_count(model):>10,}")
+    return "\n".join(lines)

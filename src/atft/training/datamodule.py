@@ -1,0 +1,208 @@
+"""Panel -> day batches for the LightningModule (batch contract in docs/architecture.md).
+
+Windows ``X[d-T+1 : d+1, n]`` are gathered by index from the panel tensor at batch time; no array of
+windows is ever built. The panel is padded once in front with ``T-1`` empty days so that early days
+gather a zero-filled (and masked) history instead of wrapping around.
+
+Where the windows are gathered:
+- CPU (default): in the DataLoader workers (``train.batch.num_workers``), so batches arrive complete.
+- GPU with ``train.batch.panel_on_device`` (``auto``: a GPU and ``num_workers=0``): workers send only
+  indices and graphs; the padded panel lives on the device and ``on_after_batch_transfer`` gathers
+  there, which avoids copying ``[B, T, F]`` windows host-to-device every step.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from atft.data.panel import Panel, load_panel
+from atft.training.sampler import DayBatchSampler
+
+log = logging.getLogger("atft.training")
+
+
+class PanelWindows:
+    """Index-gathered windows and targets of a :class:`Panel` as torch tensors.
+
+    Args:
+        panel: the loaded panel.
+        lookback: ``T`` days per window.
+        min_history_frac: a sample needs ``ceil(frac * T)`` valid days in its window (default 0.5).
+    """
+
+    def __init__(self, panel: Panel, lookback: int, min_history_frac: float = 0.5):
+        D, N, F = panel.X.shape
+        self.T = int(lookback)
+        pad = self.T - 1
+        self.x = torch.from_numpy(np.concatenate([np.zeros((pad, N, F), np.float32), panel.X]))  # [D+T-1, N, F]
+        valid = np.concatenate([np.zeros((pad, N), bool), panel.M])  # [D+T-1, N]
+        csum = np.concatenate([np.zeros((1, N), np.int64), np.cumsum(valid, 0)])  # [D+T, N]
+        history = csum[self.T:] - csum[:-self.T]  # [D, N] valid days in each window
+        need = int(np.ceil(float(min_history_frac) * self.T))
+        self.sample_ok = panel.M & (history >= max(need, 1))  # [D, N]
+        self.valid = torch.from_numpy(valid)  # [D+T-1, N] step mask for the model
+        self.y = torch.from_numpy(np.nan_to_num(panel.Y, nan=0.0))  # [D, N, H]
+        self.y_mask = torch.from_numpy(panel.Y_mask)  # [D, N, H]
+        self.offsets = torch.arange(self.T)  # [T]
+
+    def to(self, device) -> PanelWindows:
+        self.x, self.valid, self.offsets = self.x.to(device), self.valid.to(device), self.offsets.to(device)
+        return self
+
+    def gather(self, date_idx: torch.Tensor, stock_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Windows of the samples: padded row ``d + t`` is day ``d - T + 1 + t``.
+
+        Returns ``x [B, T, F]`` and the step mask ``x_mask [B, T]`` (True where the day's row is valid).
+        """
+        rows = date_idx.to(self.x.device)[:, None] + self.offsets[None, :]  # [B, T]
+        cols = stock_idx.to(self.x.device)[:, None]  # [B, 1]
+        return self.x[rows, cols], self.valid[rows, cols]  # [B, T, F], [B, T]
+
+
+class DayBatchDataset(Dataset):
+    """Map-style dataset whose index is a list of day indices (one batch); returns the batch dict.
+
+    Args:
+        windows: the gatherer.
+        usable: ``[D, N]`` bool, the samples of this split (e.g. with at least one target when training).
+        graph_builder: ``DayGraphBuilder`` or None (no edges).
+        gather: gather windows here (False: leave ``x`` to ``on_after_batch_transfer``).
+    """
+
+    def __init__(self, windows: PanelWindows, usable: np.ndarray, graph_builder=None, gather: bool = True):
+        self.windows, self.usable, self.graph_builder, self.gather = windows, usable, graph_builder, gather
+
+    def __len__(self) -> int:
+        return self.usable.shape[0]
+
+    def _graph(self, d: int, stocks: np.ndarray, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.graph_builder is None:
+            return torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, 3)
+        edge_index, edge_attr = self.graph_builder.graph(d, stocks)
+        return torch.as_tensor(edge_index, dtype=torch.long) + offset, torch.as_tensor(edge_attr).float()
+
+    def __getitem__(self, days: list[int]) -> dict[str, torch.Tensor]:
+        date_idx, stock_idx, day, edges, attrs = [], [], [], [], []
+        offset = 0
+        for j, d in enumerate(sorted(int(d) for d in days)):
+            stocks = np.flatnonzero(self.usable[d])  # [n_d]
+            ei, ea = self._graph(d, stocks, offset)  # day graph, shifted into the batch's node range
+            edges.append(ei)
+            attrs.append(ea)
+            date_idx.append(np.full(len(stocks), d))
+            stock_idx.append(stocks)
+            day.append(np.full(len(stocks), j))
+            offset += len(stocks)
+        date_t = torch.from_numpy(np.concatenate(date_idx)).long()  # [B]
+        stock_t = torch.from_numpy(np.concatenate(stock_idx)).long()  # [B]
+        batch = {"date_idx": date_t, "stock_idx": stock_t, "day": torch.from_numpy(np.concatenate(day)).long(),
+                 "y": self.windows.y[date_t, stock_t], "y_mask": self.windows.y_mask[date_t, stock_t],
+                 "edge_index": torch.cat(edges, 1), "edge_attr": torch.cat(attrs, 0)}
+        if self.gather:
+            batch["x"], batch["x_mask"] = self.windows.gather(date_t, stock_t)  # [B, T, F], [B, T]
+        return batch
+
+
+def build_graph_builder(panel: Panel, model_cfg):
+    """The day-graph builder of the panel, or None when the GAT is off or no returns exist."""
+    if not model_cfg.gat.enabled:
+        return None
+    if panel.returns is None:
+        log.warning("no daily returns in the dataset: the GAT runs without edges")
+        return None
+    from atft.graph.day_graph import DayGraphBuilder
+
+    valid = panel.M & np.isfinite(panel.returns)  # [D, N]
+    return DayGraphBuilder(panel.returns, valid, panel.sector_id, panel.market_id,
+                           window=int(model_cfg.graph.window), k=int(model_cfg.graph.k))
+
+
+class PanelDataModule(pl.LightningDataModule):
+    """Train / validation / test day batches of one panel (``cfg.data``, ``cfg.train.batch``).
+
+    Args:
+        cfg: the full resolved config.
+        panel: an already loaded panel (None -> ``load_panel(cfg.data.path, cfg.data)`` in ``setup``).
+    """
+
+    def __init__(self, cfg, panel: Panel | None = None):
+        super().__init__()
+        self.cfg, self.panel = cfg, panel
+        self.windows: PanelWindows | None = None
+        self.graph_builder = None
+        b = cfg.train.batch
+        self.num_workers = int(b.num_workers)
+        self.persistent_workers = bool(b.persistent_workers)
+        if self.num_workers == 0 and self.persistent_workers:
+            # torch's DataLoader raises on persistent workers without workers; honour the rest of the run
+            log.info("train.batch.persistent_workers=true ignored: it needs num_workers > 0")
+            self.persistent_workers = False
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.windows is not None:
+            return
+        if self.panel is None:
+            self.panel = load_panel(self.cfg.data.path, self.cfg.data, model_cfg=self.cfg.model)
+        self.windows = PanelWindows(self.panel, self.cfg.data.lookback, self.cfg.data.min_history_frac)
+        self.graph_builder = build_graph_builder(self.panel, self.cfg.model)
+
+    def panel_on_device(self) -> bool:
+        """Whether windows are gathered on the GPU (decided per loader: the trainer may attach later)."""
+        wanted = self.cfg.train.batch.get("panel_on_device", "auto")
+        gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        if wanted == "auto":
+            return gpu and self.num_workers == 0
+        return bool(wanted) and gpu
+
+    def usable(self, split: str) -> np.ndarray:
+        """``[D, N]`` samples of ``split``: valid history on a day of that split (training: a target too)."""
+        days = getattr(self.panel.splits, split)
+        out = np.zeros_like(self.windows.sample_ok)
+        out[days] = self.windows.sample_ok[days]
+        if split == "train":
+            out &= self.panel.Y_mask.any(-1)
+        return out
+
+    def _rank(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
+    def loader(self, split: str, shuffle: bool, batch_size: int, shard: bool) -> DataLoader:
+        usable = self.usable(split)
+        days = getattr(self.panel.splits, split)
+        rank, world = self._rank() if shard else (0, 1)
+        sampler = DayBatchSampler(days, usable[days].sum(1), batch_size, shuffle=shuffle,
+                                  seed=int(self.cfg.seed), rank=rank, world_size=world)
+        dataset = DayBatchDataset(self.windows, usable, self.graph_builder, gather=not self.panel_on_device())
+        return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=self.num_workers,
+                          persistent_workers=self.persistent_workers,
+                          pin_memory=self.trainer is not None and self.trainer.strategy.root_device.type == "cuda")
+
+    def train_dataloader(self) -> DataLoader:
+        b = self.cfg.train.batch
+        return self.loader("train", bool(b.shuffle_days), int(b.train_batch_size), shard=True)
+
+    def val_dataloader(self) -> DataLoader:
+        # every rank validates on all days: metrics need the whole [D, N, H] prediction panel
+        return self.loader("val", False, int(self.cfg.train.batch.val_batch_size), shard=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test", False, int(self.cfg.train.batch.val_batch_size), shard=False)
+
+    def complete_batch(self, batch: dict) -> dict:
+        """Gather ``x`` on the batch's device when the workers left it out (panel on device)."""
+        if "x" not in batch:
+            device = batch["date_idx"].device
+            if self.windows.x.device != device:
+                self.windows.to(device)
+            batch["x"], batch["x_mask"] = self.windows.gather(batch["date_idx"], batch["stock_idx"])
+        return batch
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        return self.complete_batch(batch)

@@ -1,0 +1,130 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from atft.graph.day_graph import DayGraphBuilder, window_correlation
+
+D_TEST = 4  # the day whose graph is checked; window W=4 -> days 1..4
+WINDOW = np.array([  # days 1..4 (rows) x stocks 0..4 (columns); stock 5 is invalid on day 4
+    [1, 2, 1, -1, 3],
+    [-1, -1, 1, -2, 1],
+    [1, 1, -1, 1, -1],
+    [-1, -2, -1, 2, 0],
+], dtype=float)
+SECTOR = np.array([0, 0, 1, 1, -1, 0])
+MARKET = np.array([0, 1, 0, 0, 0, -1])
+R01 = 3 / math.sqrt(10)  # s0=[1,-1,1,-1], s1=[2,-1,1,-2]: 6 / (2 sqrt 10)
+R23 = -3 / math.sqrt(10)  # s2=[1,1,-1,-1], s3=[-1,-2,1,2]: -6 / (2 sqrt 10)
+R24 = 5 / (2 * math.sqrt(8.75))  # s4 demeaned [2.25, .25, -1.75, -.75]: 5 / (2 sqrt 8.75)
+R04 = 1.0 / (2 * math.sqrt(8.75))  # s0 . s4 = 2.25 - .25 - 1.75 + .75
+R14 = 4.0 / (math.sqrt(10) * math.sqrt(8.75))
+R34 = -6.0 / (math.sqrt(10) * math.sqrt(8.75))
+
+
+def _panel(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    returns = rng.standard_normal((7, 6))  # day 0 and days 5-6 are noise
+    returns[1:5, :5] = WINDOW
+    returns[1:5, 5] = 3 * WINDOW[:, 0]  # would be stock 0's perfect twin, but it is not valid on day 4
+    valid = np.ones((7, 6), dtype=bool)
+    valid[D_TEST, 5] = False
+    return returns, valid
+
+
+def _edges(edge_index: torch.Tensor, edge_attr: torch.Tensor) -> dict[tuple[int, int], list[float]]:
+    return {(int(s), int(t)): a.tolist() for s, t, a in zip(edge_index[0], edge_index[1], edge_attr)}
+
+
+def _loops(stocks):
+    return {(i, i): [1.0, float(SECTOR[s] >= 0), float(MARKET[s] >= 0)] for i, s in enumerate(stocks)}
+
+
+def _assert_edges(got: dict, expected: dict):
+    assert set(got) == set(expected)
+    for key, attr in expected.items():
+        np.testing.assert_allclose(got[key], attr, rtol=1e-6, atol=1e-6, err_msg=str(key))
+
+
+def test_nearest_neighbour_graph_by_hand():
+    builder = DayGraphBuilder(*_panel(), SECTOR, MARKET, window=4, k=1)
+    edges = _edges(*builder.graph(D_TEST, np.arange(5)))
+    # k=1: 0<->1 (|.949|), 2<->3 (|-.949|), 4->2 (.845); symmetrised
+    expected = {
+        (0, 1): [R01, 1, 0], (1, 0): [R01, 1, 0],
+        (2, 3): [R23, 1, 1], (3, 2): [R23, 1, 1],
+        (2, 4): [R24, 0, 1], (4, 2): [R24, 0, 1],
+    } | _loops(range(5))
+    _assert_edges(edges, expected)
+
+
+def test_two_neighbours_by_hand():
+    builder = DayGraphBuilder(*_panel(), SECTOR, MARKET, window=4, k=2)
+    edges = _edges(*builder.graph(D_TEST, np.arange(5)))
+    # k=2 adds each stock's second choice: 0->4 (.169), 1->4 (.428), 3->4 (|-.641|), 4->3
+    undirected = {(0, 1): [R01, 1, 0], (2, 3): [R23, 1, 1], (2, 4): [R24, 0, 1], (0, 4): [R04, 0, 1],
+                  (1, 4): [R14, 0, 0], (3, 4): [R34, 0, 1]}
+    expected = undirected | {(t, s): a for (s, t), a in undirected.items()} | _loops(range(5))
+    _assert_edges(edges, expected)
+
+
+def test_subset_is_reindexed_and_invalid_stock_gets_only_its_self_loop():
+    builder = DayGraphBuilder(*_panel(), SECTOR, MARKET, window=4, k=1)
+    stocks = [4, 2, 0, 5]  # positions 0..3
+    edges = _edges(*builder.graph(D_TEST, stocks))
+    expected = {(0, 1): [R24, 0, 1], (1, 0): [R24, 0, 1]} | _loops(stocks)  # 0's partner 1 is not in the batch
+    _assert_edges(edges, expected)
+
+
+def test_no_edge_uses_data_after_the_day():
+    returns, valid = _panel()
+    base = DayGraphBuilder(returns, valid, SECTOR, MARKET, window=4, k=2)
+    for d in range(7):
+        future_returns, future_valid = returns.copy(), valid.copy()
+        future_returns[d + 1 :] = np.random.default_rng(d).standard_normal(future_returns[d + 1 :].shape)
+        future_valid[d + 1 :] = ~future_valid[d + 1 :]
+        other = DayGraphBuilder(future_returns, future_valid, SECTOR, MARKET, window=4, k=2)
+        for a, b in zip(base.graph(d, np.arange(6)), other.graph(d, np.arange(6))):
+            torch.testing.assert_close(a, b)
+
+
+def test_days_before_the_window_do_not_matter():
+    returns, valid = _panel()
+    changed = returns.copy()
+    changed[0] = 100.0
+    a = DayGraphBuilder(returns, valid, SECTOR, MARKET, window=4, k=2).graph(D_TEST, np.arange(6))
+    b = DayGraphBuilder(changed, valid, SECTOR, MARKET, window=4, k=2).graph(D_TEST, np.arange(6))
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y)
+
+
+def test_correlation_with_gaps_follows_the_documented_formula():
+    window = np.array([[1, 1], [np.nan, 2], [3, 3], [5, 4]], dtype=float)
+    corr, ok = window_correlation(window, min_periods=3)
+    # x: observed [1, 3, 5], mean 3 -> z [-2, 0, 0, 2]; y mean 2.5 -> z [-1.5, -.5, .5, 1.5]
+    assert ok.tolist() == [True, True]
+    assert corr[0, 1].item() == pytest.approx(6 / math.sqrt(8 * 5), rel=1e-6)
+    _, ok = window_correlation(window, min_periods=4)
+    assert ok.tolist() == [False, True]
+
+
+def test_stock_with_too_few_observations_gets_no_edges():
+    returns, valid = _panel()
+    returns[2:5, 0] = np.nan  # stock 0 has 1 of 4 days in the window
+    builder = DayGraphBuilder(returns, valid, SECTOR, MARKET, window=4, k=1, min_periods=3)
+    edges = _edges(*builder.graph(D_TEST, np.arange(5)))
+    assert {e for e in edges if 0 in e} == {(0, 0)}
+
+
+def test_graphs_are_cached_per_day_and_bad_input_is_rejected():
+    builder = DayGraphBuilder(*_panel(), window=4, k=1, cache_days=2)
+    for d in (2, 3, 4):
+        builder.graph(d, np.arange(6))
+    assert list(builder._cache) == [3, 4]
+    with pytest.raises(ValueError, match="duplicates"):
+        builder.graph(4, [1, 1])
+    with pytest.raises(ValueError, match="day index"):
+        builder.graph(7, [1])
+    with pytest.raises(ValueError, match=r"\[D, N\]"):
+        DayGraphBuilder(np.zeros((3, 4)), np.ones((3, 5), dtype=bool))
