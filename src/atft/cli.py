@@ -41,40 +41,43 @@ def _add_model(sub) -> None:
 
 
 def _add_evaluation(sub) -> None:
-    p = sub.add_parser("evaluate", help="metrics of a trained run on a split")
-    p.add_argument("--run", dest="run_dir", default=None)
-    p.add_argument("--checkpoint", default=None)
-    p.add_argument("--data-path", default=None)
+    p = sub.add_parser("evaluate", help="metrics of a trained run on a split (JSON to the run folder)")
+    p.add_argument("--run", dest="run_dir", default=None, help="run folder written by `atft train`")
+    p.add_argument("--checkpoint", default=None, help="checkpoint (default RUN/checkpoints/best.ckpt)")
+    p.add_argument("--data-path", default=None, help="dataset (default the run's data.path)")
     p.add_argument("--split", choices=["val", "test"], default="test")
-    p.add_argument("--cost-bps", type=float, default=None)
-    p.add_argument("--folds", type=int, default=None, help="walk-forward folds (retrains per fold)")
+    p.add_argument("--cost-bps", type=float, default=None, help="one-way cost on turnover (default train.eval.cost_bps)")
+    p.add_argument("--folds", type=int, default=None, help="walk-forward folds (retrains the run's config per fold)")
 
     p = sub.add_parser("predict", help="predictions for a trading system")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data-path", required=True)
-    p.add_argument("--date", default=None)
-    p.add_argument("--out", required=True)
+    p.add_argument("--date", default=None, help="only this trading day YYYY-MM-DD (default every day)")
+    p.add_argument("--out", required=True, help="output parquet: Code, Date, pred_{h}d, rank_{h}d")
 
     p = sub.add_parser("backtest", help="long-short and long-only backtests of a predictions file")
-    p.add_argument("--predictions", required=True)
-    p.add_argument("--cost-bps", type=float, default=10.0)
-    p.add_argument("--lag", type=int, default=1, help="execution lag in days")
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--out", default=None)
+    p.add_argument("--predictions", required=True, help="parquet with Code, Date, pred_{h}d, target_1d")
+    p.add_argument("--cost-bps", type=float, default=10.0, help="one-way cost per unit traded (default 10)")
+    p.add_argument("--lag", type=int, default=1, help="execution lag in days (default 1: trade the next close)")
+    p.add_argument("--horizon", type=int, default=None, help="which pred_{h}d to trade (default the shortest)")
+    p.add_argument("--top-k", type=int, default=None, help="long-only book size (default 10%% of the universe)")
+    p.add_argument("--n-drop", type=int, default=None, help="long-only replacements per day (default k // 5)")
+    p.add_argument("--out", default=None, help="output folder (default backtest/ beside the predictions)")
 
     p = sub.add_parser("compare", help="ATFT variants vs baselines on identical splits")
     p.add_argument("--data-path", required=True)
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--out", required=True)
-    p.add_argument("--folds", type=int, default=None)
-    p.add_argument("--models", default=None, help="comma list; default all")
+    p.add_argument("--folds", type=int, default=None, help="walk-forward folds (test blocks concatenated)")
+    p.add_argument("--models", default=None, help="comma list; default all: atft, atft_fan_san, atft_fan, "
+                   "atft_san, atft_no_gat, lightgbm, ridge, momentum_20d, reversal_5d")
     p.add_argument("--max-epochs", type=int, default=None)
     p.add_argument("--cost-bps", type=float, default=None)
-    p.add_argument("overrides", nargs="*")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides key=value for every ATFT run")
 
     p = sub.add_parser("report", help="self-contained HTML report of a run or compare folder")
     p.add_argument("path")
-    p.add_argument("--out", default=None)
+    p.add_argument("--out", default=None, help="HTML file (default PATH/report.html)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -127,7 +127,10 @@ def build_model(model_cfg: Mapping, n_features: int, horizons: Sequence[int]) ->
         raise InputError(f"model needs n_features >= 1 and at least one horizon, got {n_features}, {horizons}")
     hidden = int(_get(model_cfg, "hidden_size", 64))
     dropout = float(_get(model_cfg, "dropout", 0.1))
-    lookback = int(_get(model_cfg, "lookback", 20))
+    lookback = _get(model_cfg, "lookback", 20)
+    if isinstance(lookback, str):  # an interpolation that lost its root config, e.g. a saved container
+        raise InputError(f"model.lookback={lookback!r} is unresolved; pass cfg.model of the full config or an int")
+    lookback = int(lookback)
     temporal_cfg, gat_cfg = _get(model_cfg, "temporal", {}), _get(model_cfg, "gat", {})
     norm = build_adaptive_norm(str(_get(model_cfg, "adaptive_norm", "layernorm")), hidden, lookback,
                                _get(model_cfg, "norm", {}))

@@ -194,3 +194,17 @@ def test_evaluate_predictions_keys_and_return_fallbacks():
     assert only5["5d"]["sharpe"] == pytest.approx(sharpe(ls["gross"]))
     with pytest.raises(ValueError, match="must be"):
         evaluate_predictions(pred, target, None, [1])
+
+
+def test_quantile_mean_returns_hand_computed():
+    from atft.evaluation.metrics import quantile_mean_returns
+
+    # 10 stocks, 5 bins of 2; day 1 reverses the order of the targets
+    pred = np.tile(np.arange(10.0), (2, 1))
+    target = np.vstack([np.arange(10.0), np.arange(10.0)[::-1]])
+    mean, se, days = quantile_mean_returns(pred, target, n_bins=5)
+    assert days == 2
+    np.testing.assert_allclose(mean, [4.5] * 5)  # (0.5 + 8.5) / 2, (2.5 + 6.5) / 2, ...
+    np.testing.assert_allclose(se, np.abs([0.5 - 8.5, 2.5 - 6.5, 0, 6.5 - 2.5, 8.5 - 0.5]) / np.sqrt(2) / np.sqrt(2))
+    mono, _, _ = quantile_mean_returns(pred[:1], target[:1], n_bins=5)
+    np.testing.assert_allclose(mono, [0.5, 2.5, 4.5, 6.5, 8.5])

@@ -98,3 +98,18 @@ def test_revin_standardises_over_time():
     y, (mu, sigma) = RevIN(C).double().normalize(_x())
     torch.testing.assert_close(y.mean(1), torch.zeros(B, C, dtype=torch.float64), atol=1e-9, rtol=0)
     torch.testing.assert_close(y.std(1, unbiased=False), torch.ones(B, C, dtype=torch.float64), atol=1e-5, rtol=0)
+
+
+def test_instance_norms_feed_what_they_removed_forward():
+    """Shifting the level (RevIN, SAN) or scaling the dominant sinusoid (FAN) leaves the normalised
+    series unchanged; only ``context`` carries the difference to the head."""
+    g = torch.Generator().manual_seed(3)
+    noise = 0.1 * torch.randn(B, T, C, generator=g, dtype=torch.float64)
+    wave = torch.sin(2 * math.pi * 2 * torch.arange(T, dtype=torch.float64) / T)[None, :, None]
+    cases = [(RevIN(C), noise, noise + 3.0), (SAN(C, T, slice_len=4), noise, noise + 3.0),
+             (FAN(C, T, top_k=1), noise + 2.0 * wave, noise + 5.0 * wave)]
+    for norm, a, b in cases:
+        norm = norm.double()
+        (ya, ca), (yb, cb) = norm(a), norm(b)
+        torch.testing.assert_close(ya, yb, rtol=1e-9, atol=1e-9)
+        assert not torch.allclose(ca, cb), type(norm).__name__

@@ -19,15 +19,18 @@ def test_encoder_is_causal():
         assert not torch.allclose(seq_changed[:, t + 1 :], seq[:, t + 1 :])
 
 
-def test_forward_is_last_step_and_returns_attention_on_request():
+def test_forward_is_the_last_step_of_the_full_sequence():
     torch.manual_seed(1)
     enc = TemporalEncoder(C, heads=4).eval()
     x = torch.randn(B, T, C)
-    seq, attn = enc.encode(x)
-    last, attn2 = enc(x, return_attention=True)
-    torch.testing.assert_close(last, seq[:, -1])
-    torch.testing.assert_close(enc(x), last)
-    assert attn2.shape == (B, 4, T, T)
+    key_mask = torch.rand(B, T) > 0.3
+    for mask in (None, key_mask):
+        seq, attn = enc.encode(x, mask)
+        last, attn_last = enc(x, mask, return_attention=True)
+        torch.testing.assert_close(last, seq[:, -1])
+        torch.testing.assert_close(attn_last, attn[:, :, -1])
+        torch.testing.assert_close(enc(x, mask), last)
+    assert attn_last.shape == (B, 4, T)
 
 
 def test_attention_rows_are_causal_distributions():

@@ -330,3 +330,32 @@ def evaluate_predictions(pred: np.ndarray, target: np.ndarray, mask: np.ndarray 
     daily = daily_metrics(pred, target, mask, horizons, daily_returns, cost_bps, quantile=quantile,
                           valid=valid, neutral_returns=neutral_returns, min_stocks=min_stocks)
     return {f"{h}d": summarise_daily(series, h, cost_bps) for h, series in daily.items()}
+
+
+def quantile_mean_returns(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None,
+                          n_bins: int = 5) -> tuple[np.ndarray, np.ndarray, int]:
+    """Mean target by within-day prediction quantile (bin 0 = lowest), averaged over days.
+
+    A stock's bin is ``floor((rank - 1) * n_bins / n)`` of its average rank among the day's ``n`` valid
+    stocks; days with fewer than ``n_bins`` valid stocks are skipped.
+
+    Returns:
+        ``(mean [n_bins], se [n_bins], days)``: mean over days of each bin's daily mean target, its
+        standard error over days, and the number of days used.
+    """
+    pred, target = np.asarray(pred, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    valid = _valid(mask, pred, target)
+    n = valid.sum(axis=1, keepdims=True)  # [D, 1]
+    ranks = within_day_ranks(pred, valid)  # [D, N]
+    bins = np.floor((np.nan_to_num(ranks) - 1) * n_bins / np.maximum(n, 1)).astype(int)  # [D, N]
+    days = (n[:, 0] >= n_bins)
+    daily = np.full((pred.shape[0], n_bins), np.nan)  # [D, n_bins]
+    for b in range(n_bins):  # a loop over the few bins; days and stocks stay vectorised
+        sel = valid & (bins == b)
+        count = sel.sum(axis=1)
+        daily[:, b] = np.where(count > 0, np.where(sel, target, 0.0).sum(axis=1) / np.maximum(count, 1), np.nan)
+    daily = daily[days]
+    used = int(days.sum())
+    mean = np.nanmean(daily, axis=0) if used else np.full(n_bins, np.nan)
+    se = np.nanstd(daily, axis=0, ddof=1) / np.sqrt(used) if used > 1 else np.full(n_bins, np.nan)
+    return mean, se, used

@@ -12,6 +12,8 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from atft.errors import InputError
+
 EDGE_DIM = 3  # corr, same_sector, same_market
 
 
@@ -76,7 +78,7 @@ class DayGraphBuilder:
         if self.sector_id.shape != (n,) or self.market_id.shape != (n,):
             raise ValueError(f"sector_id / market_id must be [N={n}]")
         if window < 2 or k < 1:
-            raise ValueError(f"model.graph.window must be >= 2 and model.graph.k >= 1, got {window}, {k}")
+            raise InputError(f"model.graph.window must be >= 2 and model.graph.k >= 1, got {window}, {k}")
         self.window, self.k = window, k
         self.min_periods = max(2, window // 2) if min_periods is None else min_periods
         self.cache_days = cache_days

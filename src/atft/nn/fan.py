@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from atft.errors import InputError
 from atft.nn.norm_base import AdaptiveNorm
 
 
@@ -58,7 +59,7 @@ class FAN(AdaptiveNorm):
     def __init__(self, hidden: int, lookback: int, top_k: int = 4, mlp_dim: int = 64, pred_dim: int = 1):
         super().__init__()
         if top_k < 1:
-            raise ValueError(f"model.norm.fan_top_k must be >= 1, got {top_k}")
+            raise InputError(f"model.norm.fan_top_k must be >= 1, got {top_k}")
         self.top_k, self.lookback = top_k, lookback
         self.fc_non = nn.Linear(lookback, mlp_dim)
         self.fc_mix = nn.Linear(mlp_dim + lookback, mlp_dim)
@@ -74,7 +75,7 @@ class FAN(AdaptiveNorm):
 
     def context(self, x: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != self.lookback:
-            raise ValueError(f"FAN was built for lookback T={self.lookback} (model.lookback), got T={x.shape[1]}")
+            raise InputError(f"FAN was built for lookback T={self.lookback} (model.lookback), got T={x.shape[1]}")
         non_ct, x_ct = stats.transpose(1, 2), x.transpose(1, 2)  # [B, C, T]
         z1 = torch.relu(self.fc_non(non_ct))  # [B, C, mlp]
         z = self.fc_out(torch.relu(self.fc_mix(torch.cat([z1, x_ct], dim=-1))))  # [B, C, pred_dim]

@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch_geometric.nn import GATv2Conv
 
+from atft.errors import InputError
+
 
 def self_loop_graph(n: int, device: torch.device, edge_dim: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
     """Self-loops only: ``edge_index [2, n]`` and ``edge_attr [n, edge_dim]`` = [1, 0, 0] (corr with itself 1,
@@ -41,7 +43,7 @@ class GraphAttentionBlock(nn.Module):
     def __init__(self, hidden: int, layers: int = 2, heads: int = 4, dropout: float = 0.1, edge_dim: int = 3):
         super().__init__()
         if hidden % heads:
-            raise ValueError(f"model.hidden_size={hidden} must be divisible by model.gat.heads={heads}")
+            raise InputError(f"model.hidden_size={hidden} must be divisible by model.gat.heads={heads}")
         self.edge_dim = edge_dim
         self.convs = nn.ModuleList(
             GATv2Conv(hidden, hidden // heads, heads=heads, concat=True, dropout=dropout,

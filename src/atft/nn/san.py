@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from atft.errors import InputError
 from atft.nn.norm_base import AdaptiveNorm
 
 
@@ -39,7 +40,7 @@ class SAN(AdaptiveNorm):
     def __init__(self, hidden: int, lookback: int, slice_len: int = 5, mlp_dim: int = 32, eps: float = 1e-5):
         super().__init__()
         if not 1 <= slice_len <= lookback:
-            raise ValueError(f"model.norm.san_slice_len must be in 1..{lookback} (the lookback), got {slice_len}")
+            raise InputError(f"model.norm.san_slice_len must be in 1..{lookback} (the lookback), got {slice_len}")
         self.eps, self.lookback = eps, lookback
         n_slices = -(-lookback // slice_len)
         slice_of_step = (torch.arange(lookback) + (-lookback) % slice_len) // slice_len  # [T]
@@ -50,7 +51,7 @@ class SAN(AdaptiveNorm):
 
     def normalize(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         if x.shape[1] != self.lookback:
-            raise ValueError(f"SAN was built for lookback T={self.lookback} (model.lookback), got T={x.shape[1]}")
+            raise InputError(f"SAN was built for lookback T={self.lookback} (model.lookback), got T={x.shape[1]}")
         assign = self.assign.to(x.dtype)
         counts = assign.sum(0)[None, :, None]  # [1, S_n, 1]
         slice_mu = torch.einsum("btc,ts->bsc", x, assign) / counts  # [B, S_n, C]

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from atft.errors import InputError
 from atft.nn.grn import GateAddNorm, GatedResidualNetwork
 
 
@@ -24,31 +25,38 @@ class InterpretableMultiHeadAttention(nn.Module):
         heads: m (default 4); C must be divisible by m.
         dropout: attention dropout (default 0.0).
 
-    Shapes: x ``[B, T, C]``, key_mask ``[B, T]`` bool (True = valid) -> (``[B, T, C]``, attention
-    ``[B, m, T, T]``).
+    Shapes: x ``[B, T, C]``, key_mask ``[B, T]`` bool (True = valid) -> (``[B, T_q, C]``, attention
+    ``[B, m, T_q, T]``) with T_q = T, or 1 with ``last_only`` (the last step's query alone).
     """
 
     def __init__(self, hidden: int, heads: int = 4, dropout: float = 0.0):
         super().__init__()
         if hidden % heads:
-            raise ValueError(f"model.hidden_size={hidden} must be divisible by model.temporal.attention_heads={heads}")
+            raise InputError(f"model.hidden_size={hidden} must be divisible by model.temporal.attention_heads={heads}")
         self.heads, self.head_dim = heads, hidden // heads
         self.qk = nn.Linear(hidden, 2 * hidden)
         self.value = nn.Linear(hidden, self.head_dim)
         self.out = nn.Linear(self.head_dim, hidden)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, key_mask: torch.Tensor | None = None, last_only: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         b, t, _ = x.shape
         q, k = self.qk(x).view(b, t, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # [B, m, T, d] each
+        if last_only:  # only the last step's query: all a sample embedding needs
+            q = q[:, :, -1:]  # [B, m, 1, d]
         v = self.value(x)  # [B, T, d], shared across heads
-        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)  # [B, m, T, T]
-        allowed = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()  # [T, T] causal
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)  # [B, m, T_q, T]
+        n_q = scores.shape[2]
+        # query i sits at step t - n_q + i and sees keys <= it (causal), valid keys, and always itself
+        allowed = torch.ones(n_q, t, dtype=torch.bool, device=x.device).tril(diagonal=t - n_q)  # [T_q, T]
         if key_mask is not None:
-            eye = torch.eye(t, dtype=torch.bool, device=x.device)
-            allowed = allowed & (key_mask[:, None, None, :] | eye)  # [B, 1, T, T]
-        attn = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)  # [B, m, T, T]
-        mixed = self.dropout(attn).mean(dim=1) @ v  # [B, T, d]: heads averaged before the value product
+            steps = torch.arange(t, device=x.device)
+            itself = steps[None, :] == steps[t - n_q :, None]  # [T_q, T]
+            allowed = allowed & (key_mask[:, None, None, :] | itself)  # [B, 1, T_q, T]
+        attn = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)  # [B, m, T_q, T]
+        mixed = self.dropout(attn).mean(dim=1) @ v  # [B, T_q, d]: heads averaged before the value product
         return self.out(mixed), attn
 
 
@@ -93,6 +101,12 @@ class TemporalEncoder(nn.Module):
     def forward(
         self, x: torch.Tensor, key_mask: torch.Tensor | None = None, return_attention: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        seq, attn = self.encode(x, key_mask)
-        last = seq[:, -1]  # [B, C]
-        return (last, attn) if return_attention else last
+        """The last step of ``encode`` without computing the other steps after the LSTM layer: the
+        attention, feed-forward and gates are position-wise given phi, so only step T is evaluated.
+        Attention (on request) is the last step's over the window, ``[B, m, T]``."""
+        phi = self.lstm_gate(self.lstm(x)[0], x)  # [B, T, C]
+        attended, attn = self.attention(phi, key_mask, last_only=True)  # [B, 1, C], [B, m, 1, T]
+        phi_last = phi[:, -1:]  # [B, 1, C]
+        beta = self.attention_gate(attended, phi_last)
+        last = self.output_gate(self.feed_forward(beta), phi_last).squeeze(1)  # [B, C]
+        return (last, attn.squeeze(2)) if return_attention else last

@@ -32,13 +32,14 @@ class VariableSelectionNetwork(nn.Module):
     For each variable f (TFT eqs. 6-8 with a ``d_e``-wide embedding):
 
         xi_f  = w_f x_f + b_f                                    (linear embedding of the scalar)
-        e_f   = LayerNorm_f(xi_f + GLU_f(W1_f ELU(W2_f xi_f + b2_f) + b1_f))      (GRN_f, width d_e)
+        e_f   = LayerNorm(xi_f + GLU_f(W1_f ELU(W2_f xi_f + b2_f) + b1_f)) + beta_f  (GRN_f, width d_e)
         v     = softmax_f(GRN_v(x))                               (selection weights over F)
         out   = concat_f(v_f * e_f)                               (flattened, width F * d_e)
 
-    ``GRN_v`` reads the raw ``x [.., F]``: TFT feeds it the concatenated linear embeddings ``xi``, an
-    affine function of ``x``, so its first linear layer absorbs them; reading ``x`` is the same function
-    class at 1/d_e of the cost.
+    The per-variable LayerNorm has a shift beta_f but no gain: a gain would be absorbed exactly by the
+    variable's block of the projection that follows. ``GRN_v`` reads the raw ``x [.., F]``: TFT feeds it
+    the concatenated linear embeddings ``xi``, an affine function of ``x``, which its first linear layer
+    absorbs; reading ``x`` is the same function class at 1/d_e of the cost.
 
     Args:
         n_features: F.
@@ -64,7 +65,6 @@ class VariableSelectionNetwork(nn.Module):
         self.fc_hidden_bias = _uniform((n, d), d)
         self.glu_weight = _uniform((n, d, 2 * d), d)  # [W4_f | W5_f]
         self.glu_bias = _uniform((n, 2 * d), d)
-        self.norm_weight = nn.Parameter(torch.ones(n, d))
         self.norm_bias = nn.Parameter(torch.zeros(n, d))
         self.selection = GatedResidualNetwork(n, hidden_dim, n, dropout=dropout)
 
@@ -72,16 +72,22 @@ class VariableSelectionNetwork(nn.Module):
         """Per-variable GRN embeddings, features-major. ``x [B, T, F] -> e [F, B*T, d_e]``."""
         b, t, n = x.shape
         x_fm = x.reshape(b * t, n).transpose(0, 1).unsqueeze(-1)  # [F, B*T, 1]
-        xi = torch.addcmul(self.embed_bias.unsqueeze(1), x_fm, self.embed_weight.unsqueeze(1))  # [F, B*T, d_e]
-        # xi is affine in the scalar x_f, so W2_f xi + b2_f = x_f (w_f W2_f) + (b_f W2_f + b2_f): one
-        # fused multiply-add on [F, B*T, d_e] instead of a batched matmul (same numbers, fewer passes)
-        w_in = (self.embed_weight.unsqueeze(1) @ self.fc_in_weight).squeeze(1)  # [F, d_e]
-        b_in = (self.embed_bias.unsqueeze(1) @ self.fc_in_weight).squeeze(1) + self.fc_in_bias  # [F, d_e]
-        eta2 = torch.addcmul(b_in.unsqueeze(1), x_fm, w_in.unsqueeze(1))  # [F, B*T, d_e]
-        eta1 = torch.baddbmm(self.fc_hidden_bias.unsqueeze(1), F.elu(eta2), self.fc_hidden_weight)
-        gated = torch.baddbmm(self.glu_bias.unsqueeze(1), eta1, self.glu_weight)  # [F, B*T, 2 d_e]
+        # affine maps of a scalar as [B*T, 1] x [1, d_e] batched matmuls: their weight gradients are then
+        # batched matmuls too, not full-size products followed by reductions
+        xi = torch.baddbmm(self.embed_bias.unsqueeze(1), x_fm, self.embed_weight.unsqueeze(1))  # [F, B*T, d_e]
+        # xi is affine in x_f, so W2_f xi + b2_f = x_f (w_f W2_f) + (b_f W2_f + b2_f): no [F, B*T, d_e] matmul
+        w_in = self.embed_weight.unsqueeze(1) @ self.fc_in_weight  # [F, 1, d_e]
+        b_in = self.embed_bias.unsqueeze(1) @ self.fc_in_weight + self.fc_in_bias.unsqueeze(1)  # [F, 1, d_e]
+        eta2 = torch.baddbmm(b_in, x_fm, w_in)  # [F, B*T, d_e]
+        # eta1 = W1_f . + b1_f feeds the GLU's linear layer directly, so both are one [d_e, 2 d_e] map:
+        # one batched matmul and one fewer [F, B*T, d_e] activation (same function, same parameters)
+        w_glu = self.fc_hidden_weight @ self.glu_weight  # [F, d_e, 2 d_e]
+        b_glu = self.fc_hidden_bias.unsqueeze(1) @ self.glu_weight + self.glu_bias.unsqueeze(1)  # [F, 1, 2 d_e]
+        gated = torch.baddbmm(b_glu, F.elu(eta2), w_glu)  # [F, B*T, 2 d_e]
+        # LayerNorm_f's gain is left out: after the scalar weight v_f it is absorbed exactly by the
+        # variable's block of backbone_projection; its shift is kept
         e = F.layer_norm(xi + F.glu(gated, dim=-1), (self.embed_dim,))  # [F, B*T, d_e]
-        return torch.addcmul(self.norm_bias.unsqueeze(1), e, self.norm_weight.unsqueeze(1))
+        return e + self.norm_bias.unsqueeze(1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if x.dim() != 3 or x.shape[-1] != self.n_features:
