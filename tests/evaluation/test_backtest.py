@@ -79,3 +79,18 @@ def test_predictions_without_pred_columns_are_refused(tmp_path):
     pl.DataFrame({"Code": ["A"], "Date": ["2024-01-01"], "score": [1.0]}).write_parquet(tmp_path / "x.parquet")
     with pytest.raises(InputError, match="pred_"):
         read_predictions(tmp_path / "x.parquet")
+
+
+def test_cli_backtest_dispatches_and_reports_bad_input_in_one_line(tmp_path, capsys):
+    from atft.cli import main
+
+    rng = np.random.default_rng(3)
+    dates = np.datetime64("2024-01-01") + np.arange(20)
+    frame = arrays_to_frame(dates, np.array([f"C{i}" for i in range(10)]), [1], rng.normal(size=(20, 10, 1)),
+                            rng.normal(0, 0.01, size=(20, 10, 1)))
+    frame.write_parquet(tmp_path / "p.parquet")
+    assert main(["backtest", "--predictions", str(tmp_path / "p.parquet"), "--out", str(tmp_path / "o"),
+                 "--top-k", "3", "--n-drop", "1"]) == 0
+    assert json.loads((tmp_path / "o" / "backtest.json").read_text())["lag"] == 1  # the stated default
+    assert main(["backtest", "--predictions", str(tmp_path / "missing.parquet")]) == 2
+    assert "missing.parquet does not exist" in capsys.readouterr().err

@@ -11,6 +11,7 @@ two standard errors.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -83,7 +84,8 @@ def atft_predictions(base_cfg, panel, splits, variant: str, seed: int, out: Path
     for k, split in enumerate(splits):
         fold = f"fold{k}" if len(splits) > 1 else ""
         run_dir = (out / variant / f"seed{seed}" / fold).resolve()
-        name = "_".join(p for p in (out.resolve().name, variant, f"seed{seed}", fold) if p)
+        tag = hashlib.sha1(str(out.resolve()).encode()).hexdigest()[:6]  # log names unique per compare folder
+        name = "_".join(p for p in (out.resolve().name, tag, variant, f"seed{seed}", fold) if p)
         overrides = [*ATFT_VARIANTS[variant], *_fold_overrides(panel, split, len(splits)), f"seed={seed}"]
         frame = train_atft(base_cfg, overrides, run_dir, name)
         arrays = frame_to_arrays(frame, panel.horizons, dates=panel.dates, codes=panel.codes)

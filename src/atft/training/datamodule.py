@@ -173,12 +173,16 @@ class PanelDataModule(pl.LightningDataModule):
             return 0, 1
         return self.trainer.global_rank, self.trainer.world_size
 
+    def _current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
     def loader(self, split: str, shuffle: bool, batch_size: int, shard: bool) -> DataLoader:
         usable = self.usable(split)
         days = getattr(self.panel.splits, split)
         rank, world = self._rank() if shard else (0, 1)
         sampler = DayBatchSampler(days, usable[days].sum(1), batch_size, shuffle=shuffle,
-                                  seed=int(self.cfg.seed), rank=rank, world_size=world)
+                                  seed=int(self.cfg.seed), rank=rank, world_size=world,
+                                  epoch_source=self._current_epoch if shuffle else None)
         dataset = DayBatchDataset(self.windows, usable, self.graph_builder, gather=not self.panel_on_device())
         return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=self.num_workers,
                           persistent_workers=self.persistent_workers,

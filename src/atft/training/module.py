@@ -122,11 +122,15 @@ class ATFTLightningModule(pl.LightningModule):
 
     # ---------------------------------------------------------------- training
     def on_train_epoch_start(self) -> None:
-        # dropout depends only on (seed, epoch, rank): a resumed run continues exactly
-        pl.seed_everything(int(self.cfg.seed) * 1000 + self.current_epoch * 7 + self.global_rank,
-                           workers=True, verbose=False)
         self.resets_epoch = 0
         self._train_losses = []
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        if batch_idx == 0:
+            # dropout depends only on (seed, epoch, rank), so a resumed run continues exactly. Seeded here,
+            # after the epoch's DataLoader iterator has drawn its base seed (a resume changes that order).
+            pl.seed_everything(int(self.cfg.seed) * 1000 + self.current_epoch * 7 + self.global_rank,
+                               workers=True, verbose=False)
 
     def training_step(self, batch: dict, batch_idx: int) -> dict:
         out = self(batch)
@@ -184,6 +188,8 @@ class ATFTLightningModule(pl.LightningModule):
         optimizer = torch.optim.AdamW(self.parameters(), lr=float(opt_cfg.lr),
                                       weight_decay=float(opt_cfg.weight_decay))
         total = max(1, int(self.trainer.estimated_stepping_batches))
+        if opt_cfg.get("schedule_epochs"):  # the schedule must not change when a run is resumed for longer
+            total = max(1, total // max(1, self.trainer.max_epochs) * int(opt_cfg.schedule_epochs))
         warmup = max(1, int(float(opt_cfg.warmup_frac) * total))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, total, warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -12,7 +12,7 @@ uninterrupted run would. Under DDP every rank builds the same global batch list 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from torch.utils.data import Sampler
@@ -34,10 +34,14 @@ class DayBatchSampler(Sampler[list[int]]):
         shuffle: shuffle the day order each epoch (training).
         seed: base seed; the epoch order is ``default_rng([seed, epoch])``.
         rank, world_size: DDP shard of this process (0, 1 for a single process).
+        epoch_source: returns the current epoch when iteration starts (the trainer's ``current_epoch``);
+            None -> the value of :meth:`set_epoch`. Lightning passes ``set_epoch`` its count of *processed*
+            epochs, which after resuming from an end-of-epoch checkpoint lags by one.
     """
 
     def __init__(self, days: np.ndarray, counts: np.ndarray, batch_size: int, shuffle: bool = False,
-                 seed: int = 0, rank: int = 0, world_size: int = 1):
+                 seed: int = 0, rank: int = 0, world_size: int = 1,
+                 epoch_source: Callable[[], int] | None = None):
         keep = np.asarray(counts) > 0
         self.days = np.asarray(days, dtype=np.int64)[keep]
         self.counts = np.asarray(counts, dtype=np.int64)[keep]
@@ -45,6 +49,7 @@ class DayBatchSampler(Sampler[list[int]]):
         self.shuffle, self.seed = shuffle, int(seed)
         self.rank, self.world_size = int(rank), max(1, int(world_size))
         self.epoch = 0
+        self.epoch_source = epoch_source
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at each epoch start (also after a resume)."""
@@ -61,6 +66,8 @@ class DayBatchSampler(Sampler[list[int]]):
         return all_batches[self.rank::self.world_size][:per_rank]
 
     def __iter__(self) -> Iterator[list[int]]:
+        if self.epoch_source is not None:
+            self.epoch = int(self.epoch_source())
         yield from self.batches()
 
     def __len__(self) -> int:
