@@ -35,7 +35,9 @@ def day_stats(values: torch.Tensor, mask: torch.Tensor, day: torch.Tensor, n_day
     total = torch.zeros_like(count).index_add(0, day, values * m)
     mean = total / count.clamp_min(1.0)  # [n_days, H]
     sq = torch.zeros_like(count).index_add(0, day, (values - mean[day]) ** 2 * m)
-    std = (sq / count.clamp_min(1.0)).clamp_min(0.0).sqrt()  # [n_days, H]
+    # clamp, not +eps: sqrt'(0) is infinite and a collapsed (constant) prediction would turn every
+    # gradient into NaN; below 1e-20 the clamp passes no gradient and the std reads 1e-10
+    std = (sq / count.clamp_min(1.0)).clamp_min(1e-20).sqrt()  # [n_days, H]
     return count, mean, std
 
 

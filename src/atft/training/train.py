@@ -172,8 +172,8 @@ def dry_run(module: ATFTLightningModule, dm: PanelDataModule) -> dict:
     terms = module.loss_terms(module(batch), batch)
     terms["loss"].backward()
     log.info("dry run: batch x %s, %d edges, loss %.4f; no training done", tuple(batch["x"].shape),
-             batch["edge_index"].shape[1], float(terms["loss"]))
-    return {"dry_run": True, "loss": float(terms["loss"]), "batch_shape": list(batch["x"].shape)}
+             batch["edge_index"].shape[1], float(terms["loss"].detach()))
+    return {"dry_run": True, "loss": float(terms["loss"].detach()), "batch_shape": list(batch["x"].shape)}
 
 
 def train(cfg, resume_from: str | None = None, dry_run_only: bool = False) -> dict:

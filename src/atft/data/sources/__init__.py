@@ -23,7 +23,8 @@ def load_source(build_cfg) -> tuple[pl.DataFrame, dict, pl.DataFrame | None]:
         from atft.data.sources.synthetic import synthetic_market
 
         return synthetic_market(
-            int(build_cfg.stocks), int(build_cfg.days), int(build_cfg.seed), list(build_cfg.horizons)
+            int(build_cfg.stocks), int(build_cfg.days), int(build_cfg.seed), list(build_cfg.horizons),
+            build_cfg.get("synthetic"),
         )
     if source == "jquants":
         from atft.data.sources.jquants import load_jquants

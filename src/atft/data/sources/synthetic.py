@@ -27,13 +27,31 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-PARAMS = {
+from atft.errors import InputError
+
+PARAMS = {  # defaults; ``data.build.synthetic.<name>`` overrides any of them
     "rho": 0.08,          # reversal loading on own last log return
     "lam": 0.30,          # follower loading on its cluster leaders' last log return
     "leader_share": 0.25,  # share of each hidden cluster that leads
     "market_vol": 0.010, "sector_vol": 0.007, "cluster_vol": 0.009, "idio_vol": 0.016,  # daily
     "vol_persistence": 0.97, "vol_of_vol": 0.08,
 }
+
+
+def market_params(overrides=None) -> dict:
+    """``PARAMS`` with ``overrides`` (a mapping of the same names, None values ignored) applied."""
+    overrides = {k: v for k, v in dict(overrides or {}).items() if v is not None}
+    unknown = sorted(set(overrides) - set(PARAMS))
+    if unknown:
+        raise InputError(f"data.build.synthetic.{unknown[0]} is not a synthetic-market parameter; "
+                         f"expected one of {', '.join(PARAMS)}")
+    params = {**PARAMS, **{k: float(v) for k, v in overrides.items()}}
+    bad = [k for k, v in params.items() if not np.isfinite(v) or v < 0]
+    if bad or not 0 < params["leader_share"] < 1 or params["vol_persistence"] >= 1:
+        name = (bad or ["leader_share" if not 0 < params["leader_share"] < 1 else "vol_persistence"])[0]
+        raise InputError(f"data.build.synthetic.{name}={params[name]} is out of range; expected >= 0 "
+                         "(leader_share in (0, 1), vol_persistence < 1)")
+    return params
 
 
 def _log_ar_vol(rng, days: int, n: int, level, phi: float, eta: float) -> np.ndarray:
@@ -45,17 +63,17 @@ def _log_ar_vol(rng, days: int, n: int, level, phi: float, eta: float) -> np.nda
     return np.exp(np.log(level) + x - 0.5 * eta**2 / (1 - phi**2))
 
 
-def _structure(rng, n: int) -> dict:
+def _structure(rng, n: int, params: dict = PARAMS) -> dict:
     n_sectors = int(np.clip(n // 25, 2, 11))
     n_clusters = int(np.clip(n // 12, 2, 40))
     cluster = rng.permutation(np.arange(n) % n_clusters)
     leader = np.zeros(n, bool)
     for c in range(n_clusters):  # loop over clusters (<= 40), to pick each one's leaders
         members = np.flatnonzero(cluster == c)
-        leader[members[: max(1, int(round(PARAMS["leader_share"] * len(members))))]] = True
+        leader[members[: max(1, int(round(params["leader_share"] * len(members))))]] = True
     # W[i, j] = lam / |leaders of c(i)| for j a leader of c(i), i a follower: a = lr @ W.T  # [N, N]
     same = (cluster[:, None] == cluster[None, :]) & leader[None, :] & ~leader[:, None]
-    W = same / np.maximum(same.sum(1, keepdims=True), 1) * PARAMS["lam"]
+    W = same / np.maximum(same.sum(1, keepdims=True), 1) * params["lam"]
     return {
         "sector": rng.integers(0, n_sectors, n), "cluster": cluster, "leader": leader, "W": W,
         "market": np.where(rng.random(n) < 0.6, "Prime", "Growth"),
@@ -64,14 +82,13 @@ def _structure(rng, n: int) -> dict:
     }
 
 
-def _alpha(lag1: np.ndarray, lag2: np.ndarray, W: np.ndarray) -> np.ndarray:
+def _alpha(lag1: np.ndarray, lag2: np.ndarray, W: np.ndarray, rho: float = PARAMS["rho"]) -> np.ndarray:
     """Planted expected log-return loading from the last two days' log returns.  # [.., N]"""
-    return -PARAMS["rho"] * lag1 + lag1 @ W.T + 0.5 * (lag2 @ W.T)
+    return -rho * lag1 + lag1 @ W.T + 0.5 * (lag2 @ W.T)
 
 
-def _simulate(rng, n: int, days: int, s: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _simulate(rng, n: int, days: int, s: dict, p: dict = PARAMS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Log returns, next-day alphas and conditional variances, each ``[D, N]``."""
-    p = PARAMS
     phi, eta = p["vol_persistence"], p["vol_of_vol"]
     sm = _log_ar_vol(rng, days, 1, p["market_vol"], phi, eta)                    # [D, 1]
     ss = _log_ar_vol(rng, days, s["n_sectors"], p["sector_vol"], phi, eta)       # [D, S]
@@ -86,17 +103,18 @@ def _simulate(rng, n: int, days: int, s: dict) -> tuple[np.ndarray, np.ndarray, 
     shock = shock + si * rng.standard_normal((days, n)) - 0.5 * var              # [D, N]
     lr, alpha, zero = np.zeros((days, n)), np.zeros((days, n)), np.zeros(n)
     for t in range(days):  # the AR recursion is sequential in time; each step is vectorised over stocks
-        alpha[t] = _alpha(lr[t - 1] if t >= 1 else zero, lr[t - 2] if t >= 2 else zero, s["W"])
+        alpha[t] = _alpha(lr[t - 1] if t >= 1 else zero, lr[t - 2] if t >= 2 else zero, s["W"], p["rho"])
         lr[t] = alpha[t] + shock[t]
     return lr, alpha, var
 
 
-def _oracle(lr: np.ndarray, var: np.ndarray, W: np.ndarray, horizons: list[int]) -> dict[int, np.ndarray]:
+def _oracle(lr: np.ndarray, var: np.ndarray, W: np.ndarray, horizons: list[int],
+            rho: float = PARAMS["rho"]) -> dict[int, np.ndarray]:
     """``oracle_h[t] = exp(sum_{k<=h} E[a[t+k] | t]) - 1`` for every information date t.  # [D, N] each"""
     lag2, lag1 = np.vstack([np.zeros_like(lr[:1]), lr[:-1]]), lr   # lr[t-1], lr[t]
     total, out = np.zeros_like(lr), {}
     for k in range(1, max(horizons) + 1):
-        a = _alpha(lag1, lag2, W)
+        a = _alpha(lag1, lag2, W, rho)
         total += a
         if k in horizons:
             out[k] = np.expm1(total)
@@ -123,19 +141,21 @@ def _business_days(days: int, start: str = "2016-01-04") -> np.ndarray:
     return cal[np.is_busday(cal)][:days]
 
 
-def synthetic_market(stocks: int, days: int, seed: int, horizons: list[int]):
+def synthetic_market(stocks: int, days: int, seed: int, horizons: list[int], params=None):
     """Raw panel, source info and oracle frame ``Code, Date, oracle_{h}d`` for the planted market.
 
     Args:
         stocks: N (>= 10). days: D (>= 30). seed: makes the market reproducible. horizons: oracle horizons.
+        params: overrides of ``PARAMS`` (``data.build.synthetic``), e.g. ``{"lam": 0.5}``; None -> defaults.
     """
     if stocks < 10 or days < 30:
         raise ValueError(f"synthetic market needs stocks >= 10 and days >= 30, got {stocks} x {days}")
+    p = market_params(params)
     rng = np.random.default_rng(seed)
-    s = _structure(rng, stocks)
-    lr, _, var = _simulate(rng, stocks, days, s)
+    s = _structure(rng, stocks, p)
+    lr, _, var = _simulate(rng, stocks, days, s, p)
     prices = _ohlcv(rng, lr, var)
-    oracle = _oracle(lr, var, s["W"], [int(h) for h in horizons])
+    oracle = _oracle(lr, var, s["W"], [int(h) for h in horizons], p["rho"])
     codes = np.array([f"S{i:04d}" for i in range(stocks)])
     dates = _business_days(days)
     key = {"Code": np.repeat(codes, days), "Date": np.tile(dates, stocks)}  # (Code, Date) order
@@ -146,6 +166,6 @@ def synthetic_market(stocks: int, days: int, seed: int, horizons: list[int]):
     oracle_df = pl.DataFrame(
         {**key, **{f"oracle_{h}d": oracle[int(h)].T.ravel() for h in horizons}}
     ).with_columns(pl.col("Date").cast(pl.Date), pl.exclude("Code", "Date").cast(pl.Float32))
-    info = {"name": "synthetic", "stocks": stocks, "days": days, "seed": seed, "params": PARAMS,
+    info = {"name": "synthetic", "stocks": stocks, "days": days, "seed": seed, "params": p,
             "sectors": s["n_sectors"], "hidden_clusters": s["n_clusters"], "leaders": int(s["leader"].sum())}
     return raw, info, oracle_df
