@@ -46,11 +46,11 @@ def market_params(overrides=None) -> dict:
         raise InputError(f"data.build.synthetic.{unknown[0]} is not a synthetic-market parameter; "
                          f"expected one of {', '.join(PARAMS)}")
     params = {**PARAMS, **{k: float(v) for k, v in overrides.items()}}
-    bad = [k for k, v in params.items() if not np.isfinite(v) or v < 0]
+    bad = [k for k, v in params.items() if not np.isfinite(v) or (v < 0 and k != "rho")]  # rho < 0: momentum
     if bad or not 0 < params["leader_share"] < 1 or params["vol_persistence"] >= 1:
         name = (bad or ["leader_share" if not 0 < params["leader_share"] < 1 else "vol_persistence"])[0]
-        raise InputError(f"data.build.synthetic.{name}={params[name]} is out of range; expected >= 0 "
-                         "(leader_share in (0, 1), vol_persistence < 1)")
+        raise InputError(f"data.build.synthetic.{name}={params[name]} is out of range; expected finite, >= 0 "
+                         "except rho, leader_share in (0, 1), vol_persistence < 1")
     return params
 
 
