@@ -15,6 +15,9 @@ import argparse
 import sys
 
 DEMO_MODELS = "atft,atft_fan_san,lightgbm,ridge,momentum_20d,reversal_5d"
+# the report's gradient-norm and encoder-gradient panels need the monitor's records
+DEMO_OVERRIDES = ["train.monitor.grad_monitor.enabled=true", "train.monitor.grad_monitor.every=25",
+                  "train.monitor.encoder_grad_hooks=true"]
 
 
 def run_demo(data: str, run_dir: str, epochs: int, models: str) -> str:
@@ -28,7 +31,7 @@ def run_demo(data: str, run_dir: str, epochs: int, models: str) -> str:
     report = build_dataset(load_config(["data.build.source=sample", f"data.build.out={data}"]))
     print(format_quality_summary(report))
     print(f"\n== 2/3 train and compare on identical splits ({models}), {epochs} epochs")
-    compare(data_path=data, seeds=1, out=run_dir, models=models, max_epochs=epochs)
+    compare(data_path=data, seeds=1, out=run_dir, models=models, max_epochs=epochs, overrides=DEMO_OVERRIDES)
     print("\n== 3/3 report")
     return str(build_report(run_dir))
 
