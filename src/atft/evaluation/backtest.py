@@ -9,7 +9,6 @@ close, so a realistic position is built at the close of ``t + 1`` and first earn
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -22,6 +21,7 @@ from atft.evaluation import metrics as mt
 from atft.evaluation.beta import beta_neutral_returns
 from atft.evaluation.leaderboard import clean_json
 from atft.evaluation.predictions import frame_to_arrays, read_predictions
+from atft.io_utils import atomic_write, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def _plot(frame: pl.DataFrame, column: str, title: str, path: Path) -> None:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    atomic_write(path, lambda p: fig.savefig(p, dpi=90, format="png"))
     plt.close(fig)
 
 
@@ -147,11 +147,11 @@ def run_backtest(predictions, cost_bps: float = 10.0, lag: int = 1, top_k: int |
     books = backtest_books(arrays.pred[..., arrays.horizons.index(horizon)], returns_1d, horizon, cost_bps,
                            lag, top_k, n_drop)
     frame = pl.concat([_book_frame(arrays.dates, name, book) for name, book in books.items()])
-    frame.write_parquet(out / "equity.parquet")
-    frame.write_csv(out / "equity.csv")
+    write_parquet(frame, out / "equity.parquet")
+    atomic_write(out / "equity.csv", frame.write_csv)
     summary = {"predictions": str(path), "horizon": horizon, "cost_bps": cost_bps, "lag": lag,
                "books": {name: _summary(book) for name, book in books.items()}}
-    (out / "backtest.json").write_text(json.dumps(clean_json(summary), indent=2))
+    write_json(out / "backtest.json", clean_json(summary))
     _plot(frame, "equity_net", f"equity (net of {cost_bps:g} bps, lag {lag})", out / "equity.png")
     _plot(frame, "drawdown_net", "drawdown (net)", out / "drawdown.png")
     print(format_backtest(summary))

@@ -12,7 +12,6 @@ two standard errors.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from atft.evaluation.beta import beta_neutral_returns
 from atft.evaluation.leaderboard import aggregate_runs, clean_json, format_leaderboard, paired_comparisons
 from atft.evaluation.metrics import daily_metrics, summarise_daily
 from atft.evaluation.predictions import frame_to_arrays, read_predictions
+from atft.io_utils import write_json, write_parquet, write_text
 
 log = logging.getLogger(__name__)
 
@@ -193,9 +193,9 @@ def run_models(cfg, data_path: Path, names: list[str], seeds: int, folds: int | 
                   "horizons": panel.horizons, "test_days": days, "models_run": list(preds),
                   "test_first": str(panel.dates[test_days[0]]), "test_last": str(panel.dates[test_days[-1]]),
                   "comparisons": paired_comparisons(daily, list(preds))})
-    daily.write_parquet(out / "daily.parquet")
-    (out / "leaderboard.json").write_text(json.dumps(clean_json(board), indent=2))
-    (out / "leaderboard.md").write_text(format_leaderboard(board))
+    write_parquet(daily, out / "daily.parquet")
+    write_json(out / "leaderboard.json", clean_json(board))
+    write_text(out / "leaderboard.md", format_leaderboard(board))
     OmegaConf.save(cfg, out / "config.yaml")
     print(format_leaderboard(board))
     return board

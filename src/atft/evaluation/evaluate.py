@@ -5,7 +5,6 @@ and a table on the console.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -16,6 +15,7 @@ from omegaconf import OmegaConf
 from atft.errors import InputError
 from atft.evaluation.baselines import SIGNAL_FEATURES, baseline_predictions
 from atft.evaluation.leaderboard import aggregate_runs, clean_json, paired_comparisons
+from atft.io_utils import write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def evaluate(run_dir=None, checkpoint=None, data_path=None, split: str = "test",
               "last": str(panel.dates[days[-1]]), "dataset": str(data_path), "checkpoint": str(checkpoint),
               **aggregate_runs(results), "metrics": results["atft"][0],
               "comparisons": paired_comparisons(daily, list(preds))}
-    daily.write_parquet(run_dir / f"daily_{split}.parquet")
-    (run_dir / f"evaluation_{split}.json").write_text(json.dumps(clean_json(result), indent=2))
+    write_parquet(daily, run_dir / f"daily_{split}.parquet")
+    write_json(run_dir / f"evaluation_{split}.json", clean_json(result))
     print(format_metrics_table(result))
     return result

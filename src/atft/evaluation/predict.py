@@ -14,6 +14,7 @@ import numpy as np
 from atft.errors import InputError
 from atft.evaluation.inference import load_matching_panel, load_module, predict_days
 from atft.evaluation.predictions import arrays_to_frame
+from atft.io_utils import write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,6 @@ def predict(checkpoint, data_path, out, date: str | None = None) -> Path:
                          f"{'on ' + date if date else 'any day'} (lookback {module.cfg.data.lookback})")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    frame.sort("Date", "Code").write_parquet(out)
+    write_parquet(frame.sort("Date", "Code"), out)
     print(f"{frame.height} predictions ({frame['Date'].n_unique()} days, horizons {module.horizons}) -> {out}")
     return out

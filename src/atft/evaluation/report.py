@@ -28,6 +28,7 @@ from atft.evaluation.run_files import (
     read_jsonl,
     run_log_path,
 )
+from atft.io_utils import write_text
 
 log = logging.getLogger(__name__)
 
@@ -202,5 +203,5 @@ def build_report(path, out=None) -> Path:
     figures = performance_figures(ctx) + training_figures(run) + [("feature_importance", importance_figure(run))]
     out = Path(out) if out else path / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(ctx, figures), encoding="utf-8")
+    write_text(out, render(ctx, figures))
     return out

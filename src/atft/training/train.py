@@ -36,6 +36,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from atft.config import save_config
 from atft.data.panel import Panel, load_panel
 from atft.evaluation.metrics import evaluate_predictions
+from atft.io_utils import write_json, write_parquet
 from atft.training.datamodule import PanelDataModule
 from atft.training.degeneracy import DegeneracyGuard
 from atft.training.grad_monitor import GradientMonitor
@@ -130,12 +131,12 @@ def write_test_outputs(run_dir: Path, panel: Panel, horizons: list[int], out: di
         cols[f"target_{h}d"] = np.where(out["y_mask"][:, k], out["y"][:, k], np.nan).astype(np.float32)
     frame = pl_df.DataFrame(cols).with_columns(pl_df.col("Date").cast(pl_df.Date))
     frame = frame.with_columns(pl_df.col(f"target_{h}d").fill_nan(None) for h in horizons)
-    frame.sort("Date", "Code").write_parquet(run_dir / "predictions_test.parquet")
+    write_parquet(frame.sort("Date", "Code"), run_dir / "predictions_test.parquet")
     weights = out["feature_weights"].mean(0)  # [F]
     order = np.argsort(-weights)
     importance = {"split": "test", "samples": int(len(out["pred"])), "method": "mean variable-selection weight",
                   "features": {panel.feature_names[i]: float(weights[i]) for i in order}}
-    (run_dir / "feature_importance.json").write_text(json.dumps(importance, indent=2))
+    write_json(run_dir / "feature_importance.json", importance)
 
 
 def evaluate_best(module, dm: PanelDataModule, checkpoint: ModelCheckpoint, run_dir: Path, guard) -> dict:
@@ -154,9 +155,7 @@ def evaluate_best(module, dm: PanelDataModule, checkpoint: ModelCheckpoint, run_
             "splits": dm.panel.splits.describe(dm.panel.dates),
             "degeneracy_stop": guard.stopped_message if guard is not None else None}
     result = _clean({"val": val_metrics, "test": test_metrics, "info": info})
-    tmp = run_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(run_dir / "metrics.json")
+    write_json(run_dir / "metrics.json", result)
     h = f"{module.primary_horizon}d"
     t = test_metrics[h]
     log.info("Test (best checkpoint, %s, %d days, cost %.1f bps): IC %.4f | RankIC %.4f | ICIR %.3f | "
@@ -195,7 +194,7 @@ def train(cfg, resume_from: str | None = None, dry_run_only: bool = False) -> di
         if _rank() == 0:
             run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, run_dir / "config.yaml")
-            (run_dir / "data.json").write_text(json.dumps(data_record(panel), indent=2))
+            write_json(run_dir / "data.json", data_record(panel))
             log.info("log file %s, run folder %s", log_file, run_dir)
         callbacks, checkpoint, guard = build_callbacks(cfg, run_dir)
         trainer = build_trainer(cfg, run_dir, callbacks, len(dm.train_dataloader()))

@@ -1,0 +1,36 @@
+"""Atomic output: every file is written to ``<name>.tmp`` beside its target and renamed into place, so a
+crash or a bad input never leaves a half-written file under the final name."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp)`` then rename ``tmp`` to ``path``; the temp file is removed if ``write`` fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: str | Path, obj, **kwargs) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, **kwargs))
+
+
+def write_parquet(frame, path: str | Path, **kwargs) -> Path:
+    """``frame`` is a polars DataFrame."""
+    return atomic_write(path, lambda p: frame.write_parquet(p, **kwargs))
