@@ -109,3 +109,21 @@ def test_report_opens_in_chromium_and_holds_every_plot(compared):
                     f"--user-data-dir={tempfile.mkdtemp()}", f"--screenshot={shot}", "--window-size=1200,3000",
                     report.resolve().as_uri()], check=True, capture_output=True, timeout=120)
     assert shot.read_bytes()[:8] == PNG and shot.stat().st_size > 50_000  # a rendered page, not a blank one
+
+
+def test_predict_writes_ordered_quantiles_for_a_quantile_head(tmp_path):
+    from atft.training.train import train
+
+    data = tiny_synthetic(tmp_path)
+    cfg = load_config([f"data.path={data}", f"run_dir={tmp_path / 'q'}", "run_name=q_head",
+                       "train.trainer.max_epochs=1", "model.quantiles=[0.1,0.5,0.9]", *TINY])
+    train(cfg)
+    out = predict(tmp_path / "q" / "checkpoints" / "best.ckpt", data, tmp_path / "q.parquet")
+    preds = pl.read_parquet(out)
+    for h in (1, 5):
+        cols = [f"pred_{h}d_q0.1", f"pred_{h}d_q0.5", f"pred_{h}d_q0.9"]
+        assert set(cols) <= set(preds.columns)
+        lo, mid, hi = (preds[c].to_numpy() for c in cols)
+        assert np.all(lo <= mid) and np.all(mid <= hi) and np.any(lo < hi)
+        # the point forecast of a quantile head is its median level
+        np.testing.assert_allclose(preds[f"pred_{h}d"].to_numpy(), mid, rtol=1e-6)

@@ -25,6 +25,7 @@ class Inference:
     days: np.ndarray  # [D_pred] day indices into panel.dates
     pred: np.ndarray  # [D, N, H] over the whole panel, NaN outside ``days`` / unusable samples
     feature_weights: np.ndarray  # [F] mean variable-selection weight over the predicted samples
+    quantiles: np.ndarray | None = None  # [D, N, H, Q] for a quantile head
 
 
 def run_record(checkpoint: Path) -> dict:
@@ -122,5 +123,9 @@ def predict_days(module, panel, days: np.ndarray, batch_size: int | None = None)
     out = module.predict_loader(loader, complete=dm.complete_batch)
     pred = np.full((*panel.M.shape, len(module.horizons)), np.nan)  # [D, N, H]
     pred[out["date_idx"], out["stock_idx"]] = out["pred"]
-    weights = out["feature_weights"].mean(0) if len(out["pred"]) else np.full(panel.X.shape[2], np.nan)
-    return Inference(panel, days, pred, weights)
+    weights = out["feature_weights"].mean(0)  # [F]
+    quantiles = None
+    if "quantiles" in out:
+        quantiles = np.full((*pred.shape, out["quantiles"].shape[-1]), np.nan)  # [D, N, H, Q]
+        quantiles[out["date_idx"], out["stock_idx"]] = out["quantiles"]
+    return Inference(panel, days, pred, weights, quantiles)

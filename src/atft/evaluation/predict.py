@@ -39,7 +39,9 @@ def predict(checkpoint, data_path, out, date: str | None = None) -> Path:
     panel = load_matching_panel(data_path, module, record)
     result = predict_days(module, panel, _days(panel, date))
     days = result.days
-    frame = arrays_to_frame(panel.dates[days], panel.codes, module.horizons, result.pred[days])
+    quantiles = None if result.quantiles is None else result.quantiles[days]  # [D, N, H, Q]
+    frame = arrays_to_frame(panel.dates[days], panel.codes, module.horizons, result.pred[days],
+                            quantiles=quantiles, quantile_levels=module.model.quantiles)
     if frame.height == 0:
         raise InputError(f"no stock of {data_path} has enough history to predict "
                          f"{'on ' + date if date else 'any day'} (lookback {module.cfg.data.lookback})")

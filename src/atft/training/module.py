@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from atft.errors import InputError
 from atft.evaluation.metrics import evaluate_predictions
 from atft.model import build_model
 from atft.training.losses import multi_horizon_loss
@@ -198,7 +199,8 @@ class ATFTLightningModule(pl.LightningModule):
     @torch.no_grad()
     def predict_loader(self, loader, complete=None) -> dict[str, np.ndarray]:
         """Predictions of every batch of ``loader`` (eval mode, fp32): long arrays ``[S]`` / ``[S, H]`` /
-        ``[S, F]`` for ``date_idx``, ``stock_idx``, ``pred``, ``y``, ``y_mask``, ``feature_weights``."""
+        ``[S, F]`` for ``date_idx``, ``stock_idx``, ``pred``, ``y``, ``y_mask``, ``feature_weights``, plus
+        ``quantiles [S, H, Q]`` for a quantile head."""
         was_training = self.training
         self.eval()
         rows = []
@@ -206,12 +208,15 @@ class ATFTLightningModule(pl.LightningModule):
             batch = {k: v.to(self.device) for k, v in batch.items()}
             batch = complete(batch) if complete is not None else batch
             out = self(batch)
-            rows.append([t.detach().float().cpu().numpy() for t in (
-                batch["date_idx"], batch["stock_idx"], out["predictions"], batch["y"], batch["y_mask"],
-                out["feature_weights"])])
+            row = {"date_idx": batch["date_idx"], "stock_idx": batch["stock_idx"], "pred": out["predictions"],
+                   "y": batch["y"], "y_mask": batch["y_mask"], "feature_weights": out["feature_weights"]}
+            if "quantiles" in out:
+                row["quantiles"] = out["quantiles"]  # [B, H, Q]
+            rows.append({k: t.detach().float().cpu().numpy() for k, t in row.items()})
         self.train(was_training)
-        keys = ("date_idx", "stock_idx", "pred", "y", "y_mask", "feature_weights")
-        result = {k: np.concatenate(c) for k, c in zip(keys, zip(*rows))}
+        if not rows:
+            raise InputError("no sample has enough valid history (data.lookback, min_history_frac) to predict")
+        result = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
         result["date_idx"] = result["date_idx"].astype(np.int64)
         result["stock_idx"] = result["stock_idx"].astype(np.int64)
         result["y_mask"] = result["y_mask"].astype(bool)
