@@ -54,3 +54,15 @@ def test_walk_forward_folds_expand_and_never_overlap():
     assert len(folds[0].train) < len(folds[1].train) < len(folds[2].train)  # expanding window
     with pytest.raises(InputError, match="use fewer folds"):
         walk_forward_splits(DATES[:20], n_folds=5, max_horizon=5)
+
+
+def test_walk_forward_on_a_one_year_panel_gives_over_100_out_of_sample_days():
+    year = np.arange(np.datetime64("2009-08-21"), np.datetime64("2009-08-21") + 245)
+    folds = walk_forward_splits(year, n_folds=3, max_horizon=20, val_frac=0.15)
+    test_days = np.concatenate([f.test for f in folds])
+    assert len(test_days) == len(np.unique(test_days)) >= 100  # vs 32 test days from the single 70/15/15 split
+    assert test_days[0] == round(0.5 * 245) and test_days[-1] == 244
+    for f in folds:  # every fold still has an embargo of the longest horizon on both sides of validation
+        assert f.train[-1] + 20 < f.val[0] and f.val[-1] + 20 < f.test[0]
+    with pytest.raises(InputError, match="walk_forward_initial_frac"):
+        walk_forward_splits(year, n_folds=3, max_horizon=20, initial_frac=1.0)

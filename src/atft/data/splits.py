@@ -102,21 +102,25 @@ def date_splits(dates: np.ndarray, split_cfg, max_horizon: int) -> Splits:
 
 
 def walk_forward_splits(dates: np.ndarray, n_folds: int, max_horizon: int, val_frac: float = 0.15,
-                        embargo_days: int | None = None) -> list[Splits]:
-    """Expanding-window folds: the dates are cut into ``n_folds + 1`` blocks; fold k tests on block k.
+                        embargo_days: int | None = None, initial_frac: float = 0.5) -> list[Splits]:
+    """Expanding-window (rolling-origin) folds over the last ``1 - initial_frac`` of the dates.
 
-    For fold ``k`` (1..n_folds) everything before block ``k`` (minus an embargo) is train + validation,
-    the validation part being its last ``val_frac`` share; gaps of ``embargo`` days separate all three.
+    The first ``initial_frac`` of the days is the initial history (a one-year panel's long-window features
+    are still warming up early on, so equal blocks from day 0 would train on almost nothing); the rest is
+    cut into ``n_folds`` consecutive test blocks. For fold ``k`` everything before its test block (minus
+    an embargo) is train + validation, the validation part being its last ``val_frac`` share; gaps of
+    ``embargo`` days separate all three. The test blocks together cover every day after the initial history.
     """
     if n_folds < 1:
         raise InputError(f"--folds {n_folds}: expected at least 1")
+    if not 0.0 < initial_frac < 1.0:
+        raise InputError(f"data.split.walk_forward_initial_frac={initial_frac}: expected a value in (0, 1)")
     embargo = resolve_embargo(embargo_days, max_horizon)
     n_days = len(dates)
-    block = n_days // (n_folds + 1)
+    first_test = int(round(initial_frac * n_days))
+    edges = np.linspace(first_test, n_days, n_folds + 1).round().astype(int)  # test block boundaries
     folds = []
-    for k in range(1, n_folds + 1):
-        start_test = k * block
-        stop_test = n_days if k == n_folds else (k + 1) * block
+    for start_test, stop_test in zip(edges[:-1], edges[1:]):
         pre = start_test - embargo  # days usable for train + validation
         n_val = max(1, int(val_frac * pre))
         n_train = pre - n_val - embargo
@@ -124,5 +128,5 @@ def walk_forward_splits(dates: np.ndarray, n_folds: int, max_horizon: int, val_f
             raise InputError(f"{n_folds} walk-forward folds do not fit {n_days} days with embargo {embargo}; "
                              f"use fewer folds")
         folds.append(Splits(_block(0, n_train), _block(n_train + embargo, pre),
-                            _block(start_test, stop_test), embargo))
+                            _block(int(start_test), int(stop_test)), embargo))
     return folds

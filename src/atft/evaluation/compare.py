@@ -57,7 +57,8 @@ def fold_splits(panel, cfg, folds: int | None) -> list:
     from atft.data.splits import walk_forward_splits
 
     return walk_forward_splits(panel.dates, int(folds), max(panel.horizons),
-                               val_frac=float(cfg.data.split.val_frac), embargo_days=cfg.data.split.embargo_days)
+                               val_frac=float(cfg.data.split.val_frac), embargo_days=cfg.data.split.embargo_days,
+                               initial_frac=float(cfg.data.split.get("walk_forward_initial_frac", 0.5)))
 
 
 def _fold_overrides(panel, split, n_folds: int) -> list[str]:
