@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import date
 
 import numpy as np
 import polars as pl
@@ -30,25 +31,33 @@ def _stock(raw, data, code):
 
 
 def test_targets_hand_computed():
-    df = pl.DataFrame({"Code": ["A"] * 4 + ["B"] * 3, "Close": [10.0, 11.0, 12.1, 9.68, 5.0, 4.0, 6.0]})
+    days = [date(2024, 1, d) for d in (1, 2, 3, 4)]
+    df = pl.DataFrame({"Code": ["A"] * 4 + ["B"] * 3, "Date": days + days[:3],
+                       "Close": [10.0, 11.0, 12.1, 9.68, 5.0, 4.0, 6.0]})
     out = add_targets(df, [1, 2])
     assert out["target_1d"].to_list()[:3] == pytest.approx([0.1, 0.1, -0.2])
     assert out["target_1d"][3] is None and out["target_1d"][6] is None  # t+1 beyond the data: null
     assert out["target_1d"].to_list()[4:6] == pytest.approx([-0.2, 0.5])  # never crosses into stock A
     assert out["target_2d"].to_list()[:2] == pytest.approx([0.21, -0.12])
     assert out["target_2d"][2] is None and out["target_2d"][5] is None
+    assert out.columns == ["Code", "Date", "Close", "target_1d", "target_2d"]  # no helper column left
 
 
-def test_dataset_targets_by_position_within_stock(tiny):
+def test_dataset_targets_on_the_global_date_axis(tiny):
     raw, data, _ = tiny
     r, d = _stock(raw, data, "C03")  # the stock with a missing day
-    c = r["Close"].to_numpy()
+    dates = raw["Date"].unique().sort().to_list()
+    close = dict(zip(r["Date"].to_list(), r["Close"].to_list()))
     for h in (1, 5, 10, 20):
-        want = np.full(len(c), np.nan)
-        want[:-h] = c[h:] / c[:-h] - 1
+        want = []
+        for t in r["Date"].to_list():
+            k = dates.index(t) + h  # the h-th next trading day of the panel, not the stock's next row
+            ahead = close.get(dates[k]) if k < len(dates) else None
+            want.append(np.nan if ahead is None else ahead / close[t] - 1)
         got = d[f"target_{h}d"].to_numpy().astype(float)
         np.testing.assert_allclose(got, want, rtol=1e-5, equal_nan=True)
         assert d[f"target_{h}d"].dtype == pl.Float32
+        assert np.isnan(want).sum() == h + (h <= 10)  # h past the data, 1 landing on the day-10 gap
 
 
 def test_features_hand_computed(tiny):

@@ -127,3 +127,17 @@ def test_predict_writes_ordered_quantiles_for_a_quantile_head(tmp_path):
         assert np.all(lo <= mid) and np.all(mid <= hi) and np.any(lo < hi)
         # the point forecast of a quantile head is its median level
         np.testing.assert_allclose(preds[f"pred_{h}d"].to_numpy(), mid, rtol=1e-6)
+
+
+def test_evaluate_keeps_the_runs_split_dates_on_a_different_dataset(compared, tmp_path):
+    """A shorter rebuild of the dataset must not move validation days onto the run's training dates."""
+    folder, data, _ = compared
+    run = folder / "cmp" / "atft" / "seed0"
+    recorded = json.loads((run / "data.json").read_text())["splits"]
+    frame = pl.read_parquet(data)
+    last = sorted(frame["Date"].unique())[-10]
+    shorter = tmp_path / "shorter.parquet"
+    frame.filter(pl.col("Date") <= last).write_parquet(shorter)
+    result = evaluate(run_dir=run, data_path=shorter, split="val")
+    assert result["first"] == recorded["val"]["first"] and result["last"] == recorded["val"]["last"]
+    assert result["checkpoint"].endswith("best.ckpt")

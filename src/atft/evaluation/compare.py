@@ -6,7 +6,8 @@ fold, test blocks concatenated). Before scoring, every model's predictions are r
 common support — the (day, stock) pairs where all models have a prediction — so no model is scored
 on easier days or stocks. Long-short figures are computed on raw and on market-beta-neutral next-day
 returns. Differences in mean RankIC are paired over the same days and called significant only beyond
-two standard errors.
+two standard errors. On a walk-forward fold the baselines see features scaled and leakage-screened on
+that fold's training days only (the ATFT folds are full ``train`` runs, which do the same).
 """
 
 from __future__ import annotations
@@ -94,13 +95,36 @@ def atft_predictions(base_cfg, panel, splits, variant: str, seed: int, out: Path
     return pred
 
 
-def model_predictions(name: str, base_cfg, panel, splits, seed: int, out: Path) -> np.ndarray:
-    if name in ATFT_VARIANTS:
-        return atft_predictions(base_cfg, panel, splits, name, seed, out)
-    pred = np.full((*panel.M.shape, len(panel.horizons)), np.nan)
-    for split in splits:
-        pred[split.test] = baseline_predictions(name, panel, split, seed=seed)[split.test]
-    return pred
+def fold_panel(data_path: Path, cfg, panel, split):
+    """The panel the baselines of ``split`` see: scaler and leakage screen fitted on its training days only.
+
+    The common ``panel`` was fitted on the config's own training split, which for an early walk-forward
+    fold reaches past the fold's training block; so each fold other than that split reloads the data.
+    """
+    if split is panel.splits:
+        return panel
+    from atft.data.panel import load_panel
+
+    refit = load_panel(data_path, cfg.data, model_cfg=cfg.model, fit_days=split.train)
+    assert np.array_equal(refit.dates, panel.dates) and np.array_equal(refit.codes, panel.codes)
+    return refit
+
+
+def baseline_runs(names: list[str], cfg, data_path: Path, panel, splits, seeds: int) -> dict:
+    """Test predictions ``[D, N, H]`` of every baseline in ``names`` and seed, over all folds.
+
+    Fold-outer so that one refitted panel is loaded per fold, shared by every baseline and seed of that
+    fold, and released before the next fold is loaded.
+    """
+    names = [n for n in names if n in BASELINES]
+    shape = (*panel.M.shape, len(panel.horizons))
+    preds = {n: [np.full(shape, np.nan) for _ in range(1 if n in SEEDLESS else seeds)] for n in names}
+    for split in splits if names else []:
+        fitted = fold_panel(data_path, cfg, panel, split)
+        for name, runs in preds.items():
+            for seed, pred in enumerate(runs):
+                pred[split.test] = baseline_predictions(name, fitted, split, seed=seed)[split.test]
+    return preds
 
 
 def oracle_predictions(data_path: Path, panel) -> np.ndarray | None:
@@ -178,14 +202,16 @@ def run_models(cfg, data_path: Path, names: list[str], seeds: int, folds: int | 
     splits = fold_splits(panel, cfg, folds)
     test_days = np.unique(np.concatenate([s.test for s in splits]))
     out.mkdir(parents=True, exist_ok=True)
+    missing = [n for n in names if n in SIGNAL_FEATURES and SIGNAL_FEATURES[n][0] not in panel.feature_names]
+    for name in missing:
+        log.warning("compare: skipping %s (no %s column)", name, SIGNAL_FEATURES[name][0])
+    names = [n for n in names if n not in missing]
+    baselines = baseline_runs(names, cfg, data_path, panel, splits, seeds)
     preds = {}
     for name in names:
-        if name in SIGNAL_FEATURES and SIGNAL_FEATURES[name][0] not in panel.feature_names:
-            log.warning("compare: skipping %s (no %s column)", name, SIGNAL_FEATURES[name][0])
-            continue
-        runs = 1 if name in SEEDLESS else seeds
-        preds[name] = [model_predictions(name, cfg, panel, splits, seed, out) for seed in range(runs)]
-        log.info("compare: %s done (%d run(s))", name, runs)
+        preds[name] = baselines[name] if name in baselines else [
+            atft_predictions(cfg, panel, splits, name, seed, out) for seed in range(seeds)]
+        log.info("compare: %s done (%d run(s))", name, len(preds[name]))
     oracle = oracle_predictions(data_path, panel)
     results, daily, days = score(preds | ({"oracle": [oracle]} if oracle is not None else {}), panel,
                                  test_days, cost)

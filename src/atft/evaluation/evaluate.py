@@ -5,6 +5,7 @@ and a table on the console.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
@@ -33,18 +34,38 @@ def _resolve(run_dir, checkpoint, data_path):
     return run_dir, checkpoint, cfg, Path(data_path or cfg.data.path)
 
 
-def _model_pred(run_dir: Path, checkpoint: Path, data_path: Path, split: str, panel) -> np.ndarray:
-    """The run's predictions on ``split`` over the panel ``[D, N, H]``: the saved test file, else inference."""
+def run_splits_cfg(cfg, run_dir: Path):
+    """``cfg`` with the run's own split boundaries (``data.json``) as explicit dates, so a rebuilt or longer
+    dataset can never move validation or test days onto dates the model trained on."""
+    record = run_dir / "data.json"
+    if not record.is_file():
+        return cfg
+    splits = json.loads(record.read_text())["splits"]
+    if not (splits["train"]["last"] and splits["val"]["last"]):
+        return cfg
+    return OmegaConf.merge(cfg, {"data": {"split": {"train_end": splits["train"]["last"],
+                                                    "val_end": splits["val"]["last"],
+                                                    "embargo_days": splits["embargo_days"]}}})
+
+
+def _model_pred(run_dir: Path, checkpoint: Path, cfg, data_path: Path, days: np.ndarray, split: str,
+                panel) -> np.ndarray:
+    """The run's predictions over the panel ``[D, N, H]``: the saved file when it is this run's own best
+    checkpoint on its own dataset, else inference with ``checkpoint`` on ``days``."""
     from atft.evaluation.predictions import frame_to_arrays, read_predictions
 
     saved = run_dir / f"predictions_{split}.parquet"
-    if saved.is_file() and Path(panel.source).resolve() == Path(data_path).resolve():
+    own_data = Path(data_path).resolve() == Path(cfg.data.path).resolve()
+    own_best = Path(checkpoint).resolve() == (run_dir / "checkpoints" / "best.ckpt").resolve()
+    if saved.is_file() and own_data and own_best:
         return frame_to_arrays(read_predictions(saved), panel.horizons, dates=panel.dates, codes=panel.codes).pred
     from atft.evaluation.inference import load_matching_panel, load_module, predict_days
 
     module, record = load_module(checkpoint)
     matched = load_matching_panel(data_path, module, record)
-    return predict_days(module, matched, getattr(matched.splits, split)).pred
+    if not np.array_equal(matched.dates, panel.dates) or not np.array_equal(matched.codes, panel.codes):
+        raise InputError(f"dataset {data_path}: dates/codes differ between the checkpoint's and the run's view")
+    return predict_days(module, matched, days).pred
 
 
 def format_metrics_table(result: dict) -> str:
@@ -77,19 +98,20 @@ def evaluate(run_dir=None, checkpoint=None, data_path=None, split: str = "test",
         folds: walk-forward: retrain the run's config on K rolling-origin folds (see ``compare``).
     """
     from atft.data.panel import load_panel
+    from atft.data.splits import Splits
     from atft.evaluation.compare import score, walk_forward_run
 
     run_dir, checkpoint, cfg, data_path = _resolve(run_dir, checkpoint, data_path)
     cost = float(cfg.train.eval.cost_bps if cost_bps is None else cost_bps)
     if folds:
         return walk_forward_run(cfg, data_path, int(folds), run_dir / "walk_forward", cost)
-    panel = load_panel(data_path, cfg.data, model_cfg=cfg.model)
+    panel = load_panel(data_path, run_splits_cfg(cfg, run_dir).data, model_cfg=cfg.model)
     days = getattr(panel.splits, split)
-    preds = {"atft": [_model_pred(run_dir, checkpoint, data_path, split, panel)]}
+    if not len(days):
+        raise InputError(f"dataset {data_path} has no {split} days after the run's split boundaries")
+    preds = {"atft": [_model_pred(run_dir, checkpoint, cfg, data_path, days, split, panel)]}
     for name, (feature, _) in SIGNAL_FEATURES.items():
         if feature in panel.feature_names:
-            from atft.data.splits import Splits
-
             only = Splits(panel.splits.train, panel.splits.val, days, panel.splits.embargo)
             preds[name] = [baseline_predictions(name, panel, only)]
     results, daily, n_days = score(preds, panel, days, cost)

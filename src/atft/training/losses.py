@@ -82,7 +82,9 @@ def multi_horizon_loss(pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, 
     plus ``pred_std`` / ``target_std`` ``[H]`` (mean per-day std, for the degeneracy guard).
     """
     pred, y = pred.float(), y.float()
-    n_days = int(day.max().item()) + 1 if day.numel() else 1
+    # B rows bound the day count (day < B) without reading day.max() back to the host (no sync in the
+    # step); rows of absent days have count 0 and every per-day term is masked by day_ok (count >= 2)
+    n_days = max(day.numel(), 1)
     z = standardise_per_day(y, mask, day, n_days)  # [B, H]
     if pred_q is not None:
         point = _masked_mean(pinball(pred_q.float(), z, quantiles.to(z)), mask)
