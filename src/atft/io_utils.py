@@ -4,9 +4,25 @@ crash or a bad input never leaves a half-written file under the final name."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
+
+
+def clean_json(value):
+    """JSON-safe copy: non-finite floats -> None, numpy scalars -> Python numbers, tuples -> lists."""
+    if isinstance(value, dict):
+        return {str(k): clean_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean_json(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
@@ -28,7 +44,8 @@ def write_text(path: str | Path, text: str) -> Path:
 
 
 def write_json(path: str | Path, obj, **kwargs) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, **kwargs))
+    """``obj`` through ``clean_json`` (strict JSON: no NaN), indented."""
+    return write_text(path, json.dumps(clean_json(obj), indent=2, **kwargs))
 
 
 def write_parquet(frame, path: str | Path, **kwargs) -> Path:

@@ -13,24 +13,12 @@ import numpy as np
 import polars as pl
 
 from atft.evaluation.metrics import TRADING_DAYS, ic_summary
+from atft.io_utils import clean_json  # noqa: F401  (re-exported: the leaderboard's JSON form)
 
 BOARD_METRICS = ("rank_ic", "rank_ic_se", "tstat", "ic", "icir", "rank_icir", "sharpe", "sharpe_net",
                  "sharpe_se", "sharpe_net_beta_neutral", "ann_return_net", "max_drawdown_net", "turnover",
                  "hit_rate", "days")
 SIGNIFICANCE = 2.0  # standard errors
-
-
-def clean_json(value):
-    """JSON-safe copy: non-finite floats -> None, numpy scalars -> Python numbers."""
-    if isinstance(value, dict):
-        return {str(k): clean_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [clean_json(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    return value
 
 
 def _num(value) -> float:

@@ -24,10 +24,11 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
+from atft.model import MODULE_NAMES
+
 log = logging.getLogger("atft.training")
 TAG = "[GRAD-MONITOR]"
-MONITORED = ("variable_selection", "backbone_projection", "adaptive_norm", "temporal_encoder", "gat",
-             "prediction_head")
+MONITORED = tuple(name for name in MODULE_NAMES if name != "fusion")  # the six modules DESIGN.md names
 ENCODER_TENSORS = ("projected_features", "normalized_features")
 # healthy ranges of the seed's quick reference (modules not listed there have none)
 HEALTHY = {"backbone_projection": (1e-2, 1e0), "adaptive_norm": (1e-2, 1e0),

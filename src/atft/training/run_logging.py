@@ -15,6 +15,8 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 
+from atft.io_utils import clean_json
+
 log = logging.getLogger("atft.training")
 FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
@@ -60,15 +62,6 @@ def epoch_line(epoch: int, max_epochs: int, train_loss: float, val_loss: float, 
             f"RankIC {_fmt(metrics.get('rank_ic', math.nan), 3)} | resets {resets} | {seconds:.1f}s")
 
 
-def _clean(value):
-    """JSON-safe floats (NaN / inf -> None)."""
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 class EpochSummary(pl.Callback):
     """Writes the epoch line to the log and one record per epoch to ``metrics.jsonl`` (rank 0 only).
 
@@ -98,4 +91,4 @@ class EpochSummary(pl.Callback):
                   "lr": trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None,
                   "val": pl_module.val_metrics}
         with self.metrics_path.open("a") as fh:
-            fh.write(json.dumps(_clean(record)) + "\n")
+            fh.write(json.dumps(clean_json(record)) + "\n")

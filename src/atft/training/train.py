@@ -36,12 +36,12 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from atft.config import save_config
 from atft.data.panel import Panel, load_panel
 from atft.evaluation.metrics import evaluate_predictions
-from atft.io_utils import write_json, write_parquet
+from atft.io_utils import clean_json, write_json, write_parquet
 from atft.training.datamodule import PanelDataModule
 from atft.training.degeneracy import DegeneracyGuard
 from atft.training.grad_monitor import GradientMonitor
 from atft.training.module import ATFTLightningModule, dense_predictions
-from atft.training.run_logging import EpochSummary, _clean, setup_run_logging, teardown_run_logging
+from atft.training.run_logging import EpochSummary, setup_run_logging, teardown_run_logging
 
 log = logging.getLogger("atft.training")
 
@@ -154,7 +154,7 @@ def evaluate_best(module, dm: PanelDataModule, checkpoint: ModelCheckpoint, run_
             "primary_horizon": module.primary_horizon, "cost_bps": cost,
             "splits": dm.panel.splits.describe(dm.panel.dates),
             "degeneracy_stop": guard.stopped_message if guard is not None else None}
-    result = _clean({"val": val_metrics, "test": test_metrics, "info": info})
+    result = clean_json({"val": val_metrics, "test": test_metrics, "info": info})
     write_json(run_dir / "metrics.json", result)
     h = f"{module.primary_horizon}d"
     t = test_metrics[h]
