@@ -79,3 +79,20 @@ def test_sampler_order_depends_on_seed_and_epoch_and_shards_evenly():
 def test_persistent_workers_forced_off_without_workers(make_cfg):
     dm = PanelDataModule(make_cfg(**{"train.batch.persistent_workers": True, "train.batch.num_workers": 0}))
     assert dm.persistent_workers is False
+
+
+def test_graph_cache_holds_every_day_so_shuffled_epochs_never_rebuild(make_cfg):
+    from types import SimpleNamespace
+
+    from atft.training.datamodule import build_graph_builder
+
+    cfg = make_cfg()
+    n_days, n_stocks = 2600, 3  # a ten-year panel: more days than the builder's default LRU of 1,024
+    rng = np.random.default_rng(0)
+    panel = SimpleNamespace(returns=rng.normal(size=(n_days, n_stocks)), M=np.ones((n_days, n_stocks), bool),
+                            sector_id=np.zeros(n_stocks, int), market_id=np.zeros(n_stocks, int),
+                            dates=np.arange(n_days))
+    builder = build_graph_builder(panel, cfg.model)
+    days = rng.permutation(n_days)
+    first = [id(builder.day_edges(int(d))[0]) for d in days]
+    assert first == [id(builder.day_edges(int(d))[0]) for d in days]  # a second shuffled epoch: all hits
