@@ -15,10 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import time
 
 import torch
+from bench_train_step import _steps as median_step  # same warm-up + median timing loop
 
 T, F = 20, 80
 BATCH = {64: 1024, 256: 256}
@@ -54,16 +53,6 @@ def peer(hidden: int, B: int):
     return step
 
 
-def timed(step, n: int) -> float:
-    step()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=3)
@@ -75,7 +64,7 @@ def main() -> None:
     for hidden in args.hidden:
         B = BATCH.get(hidden, 256)
         p, o = peer(hidden, B), ours(hidden, B)
-        tp, to = timed(p, args.steps), timed(o, args.steps)
+        tp, to = median_step(p, 1, args.steps), median_step(o, 1, args.steps)
         row = {"hidden": hidden, "batch": B, "peer_s": tp, "ours_s": to, "speedup": tp / to,
                "peer_bytes_BTFC": B * T * F * hidden * 4, "ours_bytes_BTFd": B * T * F * 8 * 4}
         rows.append(row)

@@ -30,6 +30,14 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
+def cfg_get(cfg, key: str, default=None):
+    """``cfg[key]`` for a DictConfig, dict or object; ``default`` when the node, key or value is missing/None."""
+    if cfg is None:
+        return default
+    value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
+    return default if value is None else value
+
+
 def config_dir() -> Path:
     """The ``configs/`` folder: ``$ATFT_CONFIG_DIR`` or the repository's (src layout)."""
     env = os.environ.get("ATFT_CONFIG_DIR")

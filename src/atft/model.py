@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from atft.config import cfg_get
 from atft.errors import InputError
 from atft.nn.gat import GraphAttentionBlock, GraphPassThrough
 from atft.nn.heads import GatedFusion, MultiHorizonHead
@@ -115,38 +116,33 @@ class ATFT_GAT_FAN(nn.Module):
         return result
 
 
-def _get(cfg: Mapping | None, key: str, default):
-    value = cfg.get(key, default) if cfg is not None else default
-    return default if value is None else value
-
-
 def build_model(model_cfg: Mapping, n_features: int, horizons: Sequence[int]) -> ATFT_GAT_FAN:
     """``ATFT_GAT_FAN`` from ``cfg.model``; ``horizons`` wins over ``model_cfg.horizons``."""
-    horizons = list(horizons or _get(model_cfg, "horizons", []))
+    horizons = list(horizons or cfg_get(model_cfg, "horizons", []))
     if n_features < 1 or not horizons:
         raise InputError(f"model needs n_features >= 1 and at least one horizon, got {n_features}, {horizons}")
-    hidden = int(_get(model_cfg, "hidden_size", 64))
-    dropout = float(_get(model_cfg, "dropout", 0.1))
-    lookback = _get(model_cfg, "lookback", 20)
+    hidden = int(cfg_get(model_cfg, "hidden_size", 64))
+    dropout = float(cfg_get(model_cfg, "dropout", 0.1))
+    lookback = cfg_get(model_cfg, "lookback", 20)
     if isinstance(lookback, str):  # an interpolation that lost its root config, e.g. a saved container
         raise InputError(f"model.lookback={lookback!r} is unresolved; pass cfg.model of the full config or an int")
     lookback = int(lookback)
-    temporal_cfg, gat_cfg = _get(model_cfg, "temporal", {}), _get(model_cfg, "gat", {})
-    norm = build_adaptive_norm(str(_get(model_cfg, "adaptive_norm", "layernorm")), hidden, lookback,
-                               _get(model_cfg, "norm", {}))
-    encoder = TemporalEncoder(hidden, int(_get(temporal_cfg, "lstm_layers", 1)),
-                              int(_get(temporal_cfg, "attention_heads", 4)), dropout)
-    if bool(_get(gat_cfg, "enabled", True)):
-        gat = GraphAttentionBlock(hidden, int(_get(gat_cfg, "layers", 2)), int(_get(gat_cfg, "heads", 4)),
-                                  float(_get(gat_cfg, "dropout", dropout)))
+    temporal_cfg, gat_cfg = cfg_get(model_cfg, "temporal", {}), cfg_get(model_cfg, "gat", {})
+    norm = build_adaptive_norm(str(cfg_get(model_cfg, "adaptive_norm", "layernorm")), hidden, lookback,
+                               cfg_get(model_cfg, "norm", {}))
+    encoder = TemporalEncoder(hidden, int(cfg_get(temporal_cfg, "lstm_layers", 1)),
+                              int(cfg_get(temporal_cfg, "attention_heads", 4)), dropout)
+    if bool(cfg_get(gat_cfg, "enabled", True)):
+        gat = GraphAttentionBlock(hidden, int(cfg_get(gat_cfg, "layers", 2)), int(cfg_get(gat_cfg, "heads", 4)),
+                                  float(cfg_get(gat_cfg, "dropout", dropout)))
     else:
         gat = GraphPassThrough()
-    quantiles = _get(model_cfg, "quantiles", None)
+    quantiles = cfg_get(model_cfg, "quantiles", None)
     if quantiles is not None:
         quantiles = sorted(float(q) for q in quantiles)
         if not all(0.0 < q < 1.0 for q in quantiles):
             raise InputError(f"model.quantiles must lie in (0, 1), got {quantiles}")
-    return ATFT_GAT_FAN(n_features, horizons, hidden, int(_get(model_cfg, "vsn_embed_dim", 8)), norm,
+    return ATFT_GAT_FAN(n_features, horizons, hidden, int(cfg_get(model_cfg, "vsn_embed_dim", 8)), norm,
                         encoder, gat, quantiles, dropout)
 
 
@@ -156,13 +152,13 @@ def _count(module: nn.Module) -> int:
 
 def model_summary(cfg: Mapping, n_features: int) -> str:
     """Parameter count and one line per module, for ``atft model summary``."""
-    data_cfg = _get(cfg, "data", {})
-    horizons = (_get(cfg.model, "horizons", None) or _get(data_cfg, "horizons", None)
-                or _get(_get(data_cfg, "build", {}), "horizons", [1, 5, 10, 20]))
+    data_cfg = cfg_get(cfg, "data", {})
+    horizons = (cfg_get(cfg.model, "horizons", None) or cfg_get(data_cfg, "horizons", None)
+                or cfg_get(cfg_get(data_cfg, "build", {}), "horizons", [1, 5, 10, 20]))
     model = build_model(cfg.model, n_features, list(horizons))
     lines = [
         f"ATFT_GAT_FAN  F={n_features}  C={model.hidden}  horizons={model.horizons}  "
-        f"adaptive_norm={_get(cfg.model, 'adaptive_norm', 'layernorm')}  quantiles={model.quantiles}",
+        f"adaptive_norm={cfg_get(cfg.model, 'adaptive_norm', 'layernorm')}  quantiles={model.quantiles}",
         f"{'module':<22}{'class':<34}{'params':>10}",
     ]
     for name in MODULE_NAMES:

@@ -14,7 +14,8 @@ import polars as pl
 ANNUAL = math.sqrt(252.0)
 
 
-def _over_dates(expr: pl.Expr) -> pl.Expr:
+def finite(expr: pl.Expr) -> pl.Expr:
+    """Non-finite results (x/0, log 0) become null: missing, never inf."""
     return pl.when(expr.is_finite()).then(expr)
 
 
@@ -67,7 +68,7 @@ def beta_features(lf: pl.LazyFrame) -> tuple[pl.LazyFrame, list[str]]:
             var_r = sq_mean("_r", k) - mean("_r", k).pow(2)
             exprs["corr_mkt_60d"] = cov / (var_r * var_m).sqrt()
             exprs["idio_vol_60d"] = (var_r - beta.pow(2) * var_m).clip(lower_bound=0.0).sqrt() * ANNUAL
-    return lf.with_columns(*[_over_dates(e).alias(n) for n, e in exprs.items()]), list(exprs)
+    return lf.with_columns(*[finite(e).alias(n) for n, e in exprs.items()]), list(exprs)
 
 
 def sector_features(lf: pl.LazyFrame) -> tuple[pl.LazyFrame, list[str]]:
@@ -80,7 +81,7 @@ def sector_features(lf: pl.LazyFrame) -> tuple[pl.LazyFrame, list[str]]:
         **{f"sector_rel_return_{k}d": pl.col(f"returns_{k}d") - sec[k] for k in (1, 5, 20)},
         "sector_rel_vol_20d": pl.col("realized_vol_20d") / pl.col("realized_vol_20d").mean().over(by) - 1,
     }
-    return lf.with_columns(*[_over_dates(e).alias(n) for n, e in exprs.items()]), list(exprs)
+    return lf.with_columns(*[finite(e).alias(n) for n, e in exprs.items()]), list(exprs)
 
 
 def cs_normalize(lf: pl.LazyFrame, columns: list[str], sigma: float = 5.0, method: str = "zscore") -> pl.LazyFrame:

@@ -21,7 +21,7 @@ import math
 
 import polars as pl
 
-from atft.data.cross_section import beta_features, market_features, sector_features
+from atft.data.cross_section import beta_features, finite, market_features, sector_features
 
 ANNUAL = math.sqrt(252.0)
 RETURN_WINDOWS = (1, 2, 3, 5, 10, 20, 60)
@@ -32,11 +32,6 @@ MA_WINDOWS = (5, 10, 20, 60)
 def _roll(name: str, fn: str, k: int) -> pl.Expr:
     """``rolling_<fn>`` of column ``name`` over the last ``k`` rows of the same stock; null until full."""
     return getattr(pl.col(name), f"rolling_{fn}")(k, min_samples=k).over("Code")
-
-
-def _finite(expr: pl.Expr) -> pl.Expr:
-    """Non-finite results (x/0, log 0) become null: missing, never inf."""
-    return pl.when(expr.is_finite()).then(expr)
 
 
 def daily_inputs(jump_clip: float) -> list[pl.Expr]:
@@ -57,8 +52,8 @@ def daily_inputs(jump_clip: float) -> list[pl.Expr]:
         (pl.col("Close") / pl.col("Open")).log().alias("_co"),
         (pl.col("Open") / prev - 1).clip(-jump_clip, jump_clip).alias("_gap"),
         (pl.col("Close") / pl.col("Open") - 1).clip(-jump_clip, jump_clip).alias("_intraday"),
-        _finite(pl.col("Volume").log()).alias("_lv"),
-        _finite(pl.col("DollarVolume")).alias("_dv"),
+        finite(pl.col("Volume").log()).alias("_lv"),
+        finite(pl.col("DollarVolume")).alias("_dv"),
         pl.max_horizontal(r, 0.0).alias("_gain"),
         pl.max_horizontal(-r, 0.0).alias("_loss"),
         pl.min_horizontal(r.log1p(), 0.0).alias("_down"),
@@ -83,7 +78,7 @@ def volatility_features() -> dict[str, pl.Expr]:
     for k in VOL_WINDOWS:
         gk = gk_daily.rolling_mean(k, min_samples=k).over("Code")
         out[f"garman_klass_vol_{k}d"] = gk.clip(lower_bound=0.0).sqrt() * ANNUAL
-    out["vol_ratio_5d_20d"] = _finite(out["realized_vol_5d"] / out["realized_vol_20d"])
+    out["vol_ratio_5d_20d"] = finite(out["realized_vol_5d"] / out["realized_vol_20d"])
     out["downside_vol_20d"] = (_roll_sq("_down", 20)).sqrt() * ANNUAL
     return out
 
@@ -115,10 +110,10 @@ def oscillator_features() -> dict[str, pl.Expr]:
     ema26 = pl.col("Close").ewm_mean(span=26, adjust=False, min_samples=26).over("Code")
     out["macd_12_26"] = (ema12 - ema26) / pl.col("Close")
     ma20, sd20 = _roll("Close", "mean", 20), _roll("Close", "std", 20)
-    out["bollinger_pos_20d"] = _finite((pl.col("Close") - ma20) / (2 * sd20))
+    out["bollinger_pos_20d"] = finite((pl.col("Close") - ma20) / (2 * sd20))
     out["bollinger_width_20d"] = 4 * sd20 / ma20
     lo14, hi14 = _roll("_lo", "min", 14), _roll("_hi", "max", 14)
-    out["stoch_k_14d"] = _finite((pl.col("Close") - lo14) / (hi14 - lo14))
+    out["stoch_k_14d"] = finite((pl.col("Close") - lo14) / (hi14 - lo14))
     return out
 
 
@@ -130,11 +125,11 @@ def macd_signal_features() -> dict[str, pl.Expr]:
 
 def volume_features() -> dict[str, pl.Expr]:
     """Volume ratios and z-score, dollar volume level and trend, Amihud illiquidity."""
-    out = {f"volume_ratio_{k}d": _finite(pl.col("Volume") / _roll("Volume", "mean", k)) for k in (5, 20)}
-    out["volume_zscore_20d"] = _finite((pl.col("_lv") - _roll("_lv", "mean", 20)) / _roll("_lv", "std", 20))
-    out["log_dollar_volume_20d"] = _finite(_roll("_dv", "mean", 20).log())
-    out["dollar_volume_ratio_5d_20d"] = _finite(_roll("_dv", "mean", 5) / _roll("_dv", "mean", 20))
-    illiq = _finite(pl.col("_r").abs() / pl.col("_dv"))
+    out = {f"volume_ratio_{k}d": finite(pl.col("Volume") / _roll("Volume", "mean", k)) for k in (5, 20)}
+    out["volume_zscore_20d"] = finite((pl.col("_lv") - _roll("_lv", "mean", 20)) / _roll("_lv", "std", 20))
+    out["log_dollar_volume_20d"] = finite(_roll("_dv", "mean", 20).log())
+    out["dollar_volume_ratio_5d_20d"] = finite(_roll("_dv", "mean", 5) / _roll("_dv", "mean", 20))
+    illiq = finite(pl.col("_r").abs() / pl.col("_dv"))
     for k in (20, 60):
         # log: Amihud's ratio spans orders of magnitude across stocks; 1e-12 keeps all-zero-move windows finite
         out[f"amihud_illiq_{k}d"] = (illiq.rolling_mean(k, min_samples=k).over("Code") + 1e-12).log()
@@ -193,9 +188,9 @@ def compute_features(raw: pl.LazyFrame, jump_clip: float = 0.4) -> tuple[pl.Lazy
         made = make()
         groups[group] = list(made)
         exprs.update(made)
-    lf = lf.with_columns(*[_finite(e).alias(n) for n, e in exprs.items()])
+    lf = lf.with_columns(*[finite(e).alias(n) for n, e in exprs.items()])
     signal = macd_signal_features()
-    lf = lf.with_columns(*[_finite(e).alias(n) for n, e in signal.items()])
+    lf = lf.with_columns(*[finite(e).alias(n) for n, e in signal.items()])
     groups["oscillators"] += list(signal)
     for group, step in (("market", market_features), ("beta", beta_features), ("sector", sector_features)):
         lf, names = step(lf)

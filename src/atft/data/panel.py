@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from atft.config import cfg_get
 from atft.data.splits import Splits, date_splits
 from atft.errors import InputError
 
@@ -73,13 +74,6 @@ class Panel:
         return self.X.shape  # type: ignore[return-value]
 
 
-def _get(cfg, key, default=None):
-    if cfg is None:
-        return default
-    value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-    return default if value is None else value
-
-
 def _read(path: Path) -> pl.DataFrame:
     if not path.is_file():
         raise InputError(f"dataset {path} does not exist (build one with `atft dataset build`)")
@@ -118,8 +112,8 @@ def is_target_derived(name: str) -> bool:
 
 def detect_features(df: pl.DataFrame, features_cfg, path: Path) -> list[str]:
     """Numeric non-target columns, or the explicit include list; minus the exclude list."""
-    include = list(_get(features_cfg, "include", []) or [])
-    exclude = set(_get(features_cfg, "exclude", []) or [])
+    include = list(cfg_get(features_cfg, "include", []) or [])
+    exclude = set(cfg_get(features_cfg, "exclude", []) or [])
     if include:
         for name in include:
             if name not in df.columns:
@@ -235,8 +229,8 @@ def load_panel(path, data_cfg, *, model_cfg=None, scaler: RobustScaler | None = 
     """
     path = Path(path)
     df = _read(path)
-    horizons = detect_horizons(df.columns, _get(data_cfg, "horizons"), path)
-    names = detect_features(df, _get(data_cfg, "features"), path)
+    horizons = detect_horizons(df.columns, cfg_get(data_cfg, "horizons"), path)
+    names = detect_features(df, cfg_get(data_cfg, "features"), path)
     dates = np.sort(df["Date"].unique().to_numpy()).astype("datetime64[D]")
     codes = np.sort(df["Code"].unique().to_numpy().astype(str))
     di = np.searchsorted(dates, df["Date"].to_numpy().astype("datetime64[D]"))
@@ -247,23 +241,23 @@ def load_panel(path, data_cfg, *, model_cfg=None, scaler: RobustScaler | None = 
     exists = np.zeros(shape, dtype=bool)
     exists[di, ni] = True
     M = exists & (np.isfinite(X).mean(-1) >= 0.5)  # [D, N]
-    splits = date_splits(dates, _get(data_cfg, "split"), max(horizons))
+    splits = date_splits(dates, cfg_get(data_cfg, "split"), max(horizons))
     fit = splits.train if fit_days is None else np.asarray(fit_days)
     leakage_screen(X, Y, names, horizons, fit,
-                   _get(_get(data_cfg, "features"), "leakage_screen_max_abs_ic", 0.5))
-    return_col = _get(_get(model_cfg, "graph"), "return_feature", "returns_1d")
+                   cfg_get(cfg_get(data_cfg, "features"), "leakage_screen_max_abs_ic", 0.5))
+    return_col = cfg_get(cfg_get(model_cfg, "graph"), "return_feature", "returns_1d")
     returns, source = graph_returns(X, names, Y, horizons, return_col)
     notes = [f"graph returns from {source}"]
     if source != return_col:
         log.warning("return feature %r not in %s: day-graph correlations use %s", return_col, path.name, source)
     if scaler is None:
-        scaling = _get(data_cfg, "scaling")
-        if _get(scaling, "method", "robust") not in ("robust", "none"):
-            raise InputError(f"data.scaling.method={_get(scaling, 'method')!r}: expected robust or none")
-        if _get(scaling, "method", "robust") == "none":
+        scaling = cfg_get(data_cfg, "scaling")
+        if cfg_get(scaling, "method", "robust") not in ("robust", "none"):
+            raise InputError(f"data.scaling.method={cfg_get(scaling, 'method')!r}: expected robust or none")
+        if cfg_get(scaling, "method", "robust") == "none":
             scaler = RobustScaler(np.zeros(len(names), np.float32), np.ones(len(names), np.float32), np.inf)
         else:
-            scaler = fit_scaler(X, M, fit, _get(scaling, "clip", 5.0))
+            scaler = fit_scaler(X, M, fit, cfg_get(scaling, "clip", 5.0))
     X = scaler.transform(X)  # [D, N, F] NaN-free
     log.info("panel %s: %d days x %d stocks x %d features, horizons %s", path.name, *shape, len(names), horizons)
     return Panel(X=X, M=M, Y=Y, Y_mask=np.isfinite(Y), dates=dates, codes=codes, feature_names=names,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from atft.config import cfg_get
 from atft.errors import InputError
 
 
@@ -31,13 +32,6 @@ class Splits:
             out[name] = {"days": len(idx), "first": str(dates[idx[0]]) if len(idx) else None,
                          "last": str(dates[idx[-1]]) if len(idx) else None}
         return out
-
-
-def _get(cfg, key, default=None):
-    if cfg is None:
-        return default
-    value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-    return default if value is None else value
 
 
 def resolve_embargo(embargo_days, max_horizon: int) -> int:
@@ -85,15 +79,15 @@ def date_splits(dates: np.ndarray, split_cfg, max_horizon: int) -> Splits:
             (YYYY-MM-DD, inclusive), and ``embargo_days`` (None -> ``max_horizon``).
         max_horizon: longest target horizon in days.
     """
-    embargo = resolve_embargo(_get(split_cfg, "embargo_days"), max_horizon)
-    train_end, val_end = _get(split_cfg, "train_end"), _get(split_cfg, "val_end")
+    embargo = resolve_embargo(cfg_get(split_cfg, "embargo_days"), max_horizon)
+    train_end, val_end = cfg_get(split_cfg, "train_end"), cfg_get(split_cfg, "val_end")
     if (train_end is None) != (val_end is None):
         raise InputError("data.split.train_end and data.split.val_end must be given together (or neither)")
     if train_end is not None:
         splits = _explicit(np.asarray(dates).astype("datetime64[D]"), train_end, val_end, embargo)
     else:
-        splits = _fractions(len(dates), float(_get(split_cfg, "train_frac", 0.7)),
-                            float(_get(split_cfg, "val_frac", 0.15)), embargo)
+        splits = _fractions(len(dates), float(cfg_get(split_cfg, "train_frac", 0.7)),
+                            float(cfg_get(split_cfg, "val_frac", 0.15)), embargo)
     for name in ("train", "val", "test"):
         if len(getattr(splits, name)) == 0:
             raise InputError(f"the {name} split is empty ({len(dates)} days, embargo {embargo}); use more "

@@ -12,7 +12,6 @@ import base64
 import html
 import json
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ import polars as pl
 
 from atft.errors import InputError
 from atft.evaluation import plots
-from atft.evaluation.leaderboard import seed_mean_series
+from atft.evaluation.leaderboard import _num, seed_mean_series
 from atft.evaluation.metrics import quantile_mean_returns
 from atft.evaluation.run_files import (
     degeneracy_events,
@@ -52,10 +51,6 @@ def _load_run(path: Path) -> dict:
                   "horizons": [int(h.rstrip("d")) for h in result["metrics"]], "folds": 0, "seeds": 1})
     return {"kind": "run", "board": board, "daily": pl.read_parquet(path / "daily_test.parquet"),
             "main_run": path, "title": f"Run {path.name}"}
-
-
-def _num(v) -> float:
-    return math.nan if v is None else float(v)
 
 
 def summary_table(board: dict) -> str:
