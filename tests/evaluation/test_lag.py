@@ -85,3 +85,13 @@ def test_lag_is_named_in_the_log_line_and_the_leaderboard():
     assert "Sharpe(lag1)" in md and "Newey–West HAC, Bartlett kernel, 10 lags over 250 days" in md
     md0 = format_leaderboard({**board, "lag": 0})
     assert "Sharpe(lag0 not tradeable)" in md0 and "(not tradeable)" in md0
+
+
+def test_evaluate_table_names_the_lag_and_the_se():
+    from atft.evaluation.evaluate import format_metrics_table
+
+    result = {"split": "test", "days": 250, "first": "a", "last": "b", "cost_bps": 10.0, "lag": 0,
+              "models": {"atft": {"20d": {"sharpe": {"mean": 1.0}}}}, "metrics": {"20d": {}}}
+    table = format_metrics_table(result)
+    assert "not tradeable" in table and "Newey–West HAC" in table and "20d 40" in table
+    assert "Sharpe(lag1)" in format_metrics_table({**result, "lag": 1})

@@ -3,8 +3,8 @@
 Training: the multi-horizon loss of ``atft.training.losses`` on day batches; AdamW with linear warm-up
 then cosine decay (per optimiser step). Validation: predictions are collected into a dense
 ``[D, N, H]`` panel and scored by ``atft.evaluation.metrics.evaluate_predictions`` (the one source of
-reported numbers), with the books at the execution lag ``train.eval.lag`` (default 1, tradeable). Callbacks (degeneracy guard, gradient monitor, epoch summary) read the attributes
-documented on the class.
+reported numbers), the books at the execution lag ``train.eval.lag`` (default 1, tradeable). Callbacks
+(degeneracy guard, gradient monitor, epoch summary) read the attributes documented on the class.
 """
 
 from __future__ import annotations
