@@ -50,9 +50,10 @@ def _load_compare(path: Path) -> dict:
 def _load_run(path: Path) -> dict:
     from atft.evaluation.evaluate import evaluate
 
-    if not (path / "evaluation_test.json").is_file():
+    saved = path / "evaluation_test.json"
+    if not saved.is_file() or "lag" not in json.loads(saved.read_text()):  # older files: lag-0 books, iid SEs
         evaluate(run_dir=path, split="test")
-    result = json.loads((path / "evaluation_test.json").read_text())
+    result = json.loads(saved.read_text())
     board = {key: result[key] for key in ("models", "comparisons", "cost_bps", "dataset")}
     board["lag"] = result.get("lag", TRADEABLE_LAG)
     board.update({"test_days": result["days"], "test_first": result["first"], "test_last": result["last"],
