@@ -162,5 +162,6 @@ def format_backtest(summary: dict) -> str:
         lines.append(f"{name:<26}{s['days']:>6}{s['sharpe']:>9.2f}{s['sharpe_net']:>8.2f}{s['sharpe_se']:>7.2f}"
                      f"{s['ann_return_net']:>9.2%}{s['max_drawdown_net']:>8.2%}{s['turnover']:>7.2f}")
     if summary.get("se_method"):
-        lines.append(f"Sharpe ±{summary['se_method']}: Lo (2002) with a HAC variance of the mean")
+        lines.append(f"±SE of the Sharpe: Lo (2002) with the variance of the mean by "
+                     f"{summary['se_method'].removeprefix('SE: ')}")
     return "\n".join(lines)

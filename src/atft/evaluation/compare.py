@@ -25,7 +25,7 @@ from atft.errors import InputError
 from atft.evaluation.baselines import BASELINES, SIGNAL_FEATURES, baseline_predictions
 from atft.evaluation.beta import beta_neutral_returns
 from atft.evaluation.leaderboard import aggregate_runs, clean_json, format_leaderboard, paired_comparisons
-from atft.evaluation.metrics import TRADEABLE_LAG, daily_metrics, summarise_daily
+from atft.evaluation.metrics import SE_RULE, TRADEABLE_LAG, daily_metrics, summarise_daily
 from atft.evaluation.predictions import frame_to_arrays, read_predictions
 from atft.io_utils import write_json, write_parquet, write_text
 
@@ -243,8 +243,9 @@ def run_models(cfg, data_path: Path, names: list[str], seeds: int, folds: int | 
     results, daily, days = score(preds | ({"oracle": [oracle]} if oracle is not None else {}), panel,
                                  test_days, cost, lag)
     board = aggregate_runs(results, oracle="oracle" if oracle is not None else None)
-    board.update({"dataset": str(data_path), "cost_bps": cost, "lag": lag, "seeds": seeds,
-                  "folds": int(folds or 0), "horizons": panel.horizons, "test_days": days, "models_run": list(preds),
+    board.update({"dataset": str(data_path), "cost_bps": cost, "lag": lag, "se_method": SE_RULE, "seeds": seeds,
+                  "folds": int(folds or 0), "horizons": panel.horizons, "test_days": days,
+                  "models_run": list(preds),
                   "test_first": str(panel.dates[test_days[0]]), "test_last": str(panel.dates[test_days[-1]]),
                   "comparisons": paired_comparisons(daily, list(preds))})
     write_parquet(daily, out / "daily.parquet")

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from atft.errors import InputError
 from atft.evaluation.baselines import SIGNAL_FEATURES, baseline_predictions
 from atft.evaluation.leaderboard import aggregate_runs, clean_json, lag_text, paired_comparisons
-from atft.evaluation.metrics import SE_METHOD, TRADEABLE_LAG, hac_lags, lag_label
+from atft.evaluation.metrics import SE_RULE, TRADEABLE_LAG, hac_lags, lag_label
 from atft.io_utils import write_json, write_parquet
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def format_metrics_table(result: dict) -> str:
                          f"{g('sharpe_net'):>7.2f}{g('sharpe_net_beta_neutral'):>7.2f}{g('ann_return_net'):>9.1%}"
                          f"{g('max_drawdown_net'):>8.1%}{g('turnover'):>6.2f}{g('days'):>6.0f}")
     lags = ", ".join(f"{h} {hac_lags(int(result['days']), int(h.rstrip('d')))}" for h in result["metrics"])
-    lines.append(f"±SE, t: {SE_METHOD}, L = max(2h, floor(4 (days/100)^(2/9))) lags ({lags}); "
+    lines.append(f"±SE, t: {SE_RULE} ({lags}); "
                  f"Sharpe = Sharpe({lag_label(lag)})")
     return "\n".join(lines)
 
@@ -121,8 +121,8 @@ def evaluate(run_dir=None, checkpoint=None, data_path=None, split: str = "test",
             only = Splits(panel.splits.train, panel.splits.val, days, panel.splits.embargo)
             preds[name] = [baseline_predictions(name, panel, only)]
     results, daily, n_days = score(preds, panel, days, cost, lag)
-    result = {"split": split, "cost_bps": cost, "lag": lag, "days": n_days, "first": str(panel.dates[days[0]]),
-              "last": str(panel.dates[days[-1]]), "dataset": str(data_path), "checkpoint": str(checkpoint),
+    result = {"split": split, "cost_bps": cost, "lag": lag, "se_method": SE_RULE, "days": n_days,
+              "first": str(panel.dates[days[0]]), "last": str(panel.dates[days[-1]]), "dataset": str(data_path), "checkpoint": str(checkpoint),
               **aggregate_runs(results), "metrics": results["atft"][0],
               "comparisons": paired_comparisons(daily, list(preds))}
     write_parquet(daily, run_dir / f"daily_{split}.parquet")

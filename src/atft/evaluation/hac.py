@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 SE_METHOD = "Newey–West HAC, Bartlett kernel"
+SE_RULE = f"{SE_METHOD}, L = max(2h, floor(4 (days/100)^(2/9))) lags, fixed-b corrected"
 
 
 def hac_lags(days: int, horizon: int = 1) -> int:

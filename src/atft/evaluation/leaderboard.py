@@ -14,7 +14,15 @@ import math
 import numpy as np
 import polars as pl
 
-from atft.evaluation.metrics import SE_METHOD, TRADEABLE_LAG, TRADING_DAYS, hac_lags, ic_summary, lag_label
+from atft.evaluation.metrics import (
+    SE_METHOD,
+    SE_RULE,
+    TRADEABLE_LAG,
+    TRADING_DAYS,
+    hac_lags,
+    ic_summary,
+    lag_label,
+)
 from atft.io_utils import clean_json  # noqa: F401  (re-exported: the leaderboard's JSON form)
 
 BOARD_METRICS = ("rank_ic", "rank_ic_se", "tstat", "ic", "icir", "rank_icir", "sharpe", "sharpe_net",
@@ -147,8 +155,8 @@ def format_leaderboard(board: dict) -> str:
             lines.append(f"| {c['horizon']} | {c['reference']} | {c['other']} | {r['diff']:+.4f} | {r['se']:.4f} | "
                          f"{r['t']:+.1f} | {r['verdict']} | {a['diff']:+.1%} | {a['se']:.1%} | {a['verdict']} |")
         lines.append("")
-    lines += [f"RankIC: mean daily Spearman correlation; SE: {SE_METHOD} with L = max(2h, ⌊4(days/100)^(2/9)⌋) "
-              "lags (daily values overlap by h − 1 days at horizon h); t = mean/SE. Sharpe: annualised quintile "
+    lines += [f"RankIC: mean daily Spearman correlation; SE: {SE_RULE} "
+              "(daily values overlap by h − 1 days at horizon h); t = mean/SE. Sharpe: annualised quintile "
               f"long-short (staggered sub-books for h > 1), {lag_text(lag)}; ±SE: Lo (2002) with the HAC variance "
               "of the mean. A difference is called real only beyond 2 HAC SE of the paired daily difference. "
               "See docs/evaluation.md.", ""]

@@ -35,7 +35,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from atft.errors import InputError
-from atft.evaluation.hac import SE_METHOD, hac_lags, hac_se, se_note  # noqa: F401  (one import for callers)
+from atft.evaluation.hac import SE_METHOD, SE_RULE, hac_lags, hac_se, se_note  # noqa: F401  (one import for callers)
 
 TRADING_DAYS = 252
 MIN_STOCKS = 5

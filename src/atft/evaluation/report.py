@@ -21,7 +21,7 @@ from atft.errors import InputError
 from atft.evaluation import plots
 from atft.evaluation.leaderboard import _num, lag_text, seed_mean_series
 from atft.evaluation.metrics import (
-    SE_METHOD,
+    SE_RULE,
     TRADEABLE_LAG,
     hac_lags,
     lag_label,
@@ -83,7 +83,7 @@ def summary_table(board: dict) -> str:
             f"<th>IC</th><th>Sharpe({lag_label(lag)})</th><th>Sharpe net</th><th>±SE</th><th>net β-neutral</th>"
             "<th>turnover</th><th>days</th></tr>")
     lags = ", ".join(f"{h}d: {hac_lags(int(board.get('test_days') or 0), h)}" for h in board["horizons"])
-    note = (f"<p>SE, ±SE and t: {SE_METHOD}, L = max(2h, ⌊4(days/100)^(2/9)⌋) lags ({lags}); the Sharpe ±SE is "
+    note = (f"<p>SE, ±SE and t: {SE_RULE} ({lags}); the Sharpe ±SE is "
             f"Lo (2002) with that variance of the mean. Books: {lag_text(lag)}. RankIC is against "
             "target_{h}d (from the close of t); the lag-1 forward return runs from the close of t+1 to t+1+h, "
             "the part of the move a lag-1 book can still earn.</p>")
