@@ -86,7 +86,8 @@ def format_metrics_table(result: dict) -> str:
                          f"{g('tstat'):>6.1f}{g('icir'):>7.2f}{g('hit_rate'):>6.2f}{g('sharpe'):>8.2f}"
                          f"{g('sharpe_net'):>7.2f}{g('sharpe_net_beta_neutral'):>7.2f}{g('ann_return_net'):>9.1%}"
                          f"{g('max_drawdown_net'):>8.1%}{g('turnover'):>6.2f}{g('days'):>6.0f}")
-    lags = ", ".join(f"{h} {hac_lags(int(result['days']), int(h.rstrip('d')))}" for h in result["metrics"])
+    lags = ", ".join(f"{h} {int(m.get('se_lags', hac_lags(int(result['days']), int(h.rstrip('d')))))}"
+                     for h, m in result["metrics"].items())
     lines.append(f"±SE, t: {SE_RULE} ({lags}); "
                  f"Sharpe = Sharpe({lag_label(lag)})")
     return "\n".join(lines)

@@ -62,6 +62,15 @@ def _load_run(path: Path) -> dict:
             "main_run": path, "title": f"Run {path.name}"}
 
 
+def _se_lags(board: dict, h: int) -> int:
+    """HAC lags of horizon ``h``'s RankIC SE as scored (its days), else from the board's test days."""
+    for by_h in board["models"].values():
+        lags = _num(by_h.get(f"{h}d", {}).get("se_lags", {}).get("mean"))
+        if np.isfinite(lags):
+            return int(lags)
+    return hac_lags(int(board.get("test_days") or 0), h)
+
+
 def summary_table(board: dict) -> str:
     """Every model and horizon; RankIC also against the lag-1 forward return, the books at the board's lag."""
     rows = []
@@ -82,7 +91,7 @@ def summary_table(board: dict) -> str:
     head = ("<tr><th>model</th><th>h</th><th>RankIC</th><th>SE</th><th>t</th><th>RankIC vs lag-1 forward return</th>"
             f"<th>IC</th><th>Sharpe({lag_label(lag)})</th><th>Sharpe net</th><th>±SE</th><th>net β-neutral</th>"
             "<th>turnover</th><th>days</th></tr>")
-    lags = ", ".join(f"{h}d: {hac_lags(int(board.get('test_days') or 0), h)}" for h in board["horizons"])
+    lags = ", ".join(f"{h}d: {_se_lags(board, h)}" for h in board["horizons"])
     note = (f"<p>SE, ±SE and t: {SE_RULE} ({lags}); the Sharpe ±SE is "
             f"Lo (2002) with that variance of the mean. Books: {lag_text(lag)}. RankIC is against "
             "target_{h}d (from the close of t); the lag-1 forward return runs from the close of t+1 to t+1+h, "
