@@ -29,7 +29,8 @@ def load_source(build_cfg) -> tuple[pl.DataFrame, dict, pl.DataFrame | None]:
     if source == "jquants":
         from atft.data.sources.jquants import load_jquants
 
-        return (*load_jquants(build_cfg.start, build_cfg.end, build_cfg.cache_dir), None)
+        return (*load_jquants(build_cfg.start, build_cfg.end, build_cfg.cache_dir,
+                              int(build_cfg.jquants_master_every)), None)
     from atft.data.sources.files import load_file
 
     return (*load_file(source), None)
