@@ -15,6 +15,7 @@ from atft.data.build import build_dataset, dataset_frame
 from atft.data.io import validate_panel
 from atft.data.quality import format_quality_summary
 from atft.data.sources.sample import load_sample
+from atft.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +121,11 @@ def test_sample_stocks_missing_from_the_sector_file_have_no_sector(sample_build)
     leavers = data.filter(pl.col("Sector").is_null())
     assert leavers["Code"].n_unique() == 82 and {"MFE", "GENZ", "XTO"} <= set(leavers["Code"])
     assert all(leavers[f].null_count() == leavers.height for f in meta["groups"]["sector"])
+
+
+def test_sample_without_sector_labels():
+    """``data.build.sample_sectors=none`` drops the snapshot's labels altogether (no label look-ahead)."""
+    raw, info = load_sample("none")
+    assert raw["Sector"].null_count() == raw.height and info["sectors"] == "none"
+    with pytest.raises(InputError, match="sample_sectors='xml'"):
+        load_sample("xml")

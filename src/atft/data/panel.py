@@ -61,8 +61,8 @@ class Panel:
     codes: np.ndarray  # [N] str
     feature_names: list[str]
     horizons: list[int]
-    sector_id: np.ndarray  # [D, N] int64 label as of each date, -1 missing
-    market_id: np.ndarray  # [D, N] int64 label as of each date, -1 missing
+    sector_id: np.ndarray  # [D, N] int32 label as of each date, -1 missing
+    market_id: np.ndarray  # [D, N] int32 label as of each date, -1 missing
     returns: np.ndarray | None  # [D, N] float32 daily returns for the day graph, NaN missing
     splits: Splits
     scaler: RobustScaler
@@ -145,12 +145,12 @@ def _dense(df: pl.DataFrame, columns: list[str], di: np.ndarray, ni: np.ndarray,
 def _daily_ids(df: pl.DataFrame, col: str, di: np.ndarray, ni: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Point-in-time integer ids of a label column ``[D, N]``: each row's own label, -1 where it has
     none (no label that day, or no row). A stock keeps the label it had on each date."""
-    ids = np.full(shape, -1, dtype=np.int64)  # [D, N]
+    ids = np.full(shape, -1, dtype=np.int32)  # [D, N] (int32: 40 MB for 2,500 days x 4,000 stocks)
     if col not in df.columns:
         return ids
     labels = df[col].cast(pl.Utf8)
     levels = sorted(labels.drop_nulls().unique().to_list())
-    codes = labels.replace_strict(levels, list(range(len(levels))), default=-1, return_dtype=pl.Int64)
+    codes = labels.replace_strict(levels, list(range(len(levels))), default=-1, return_dtype=pl.Int32)
     ids[di, ni] = codes.to_numpy()
     return ids
 

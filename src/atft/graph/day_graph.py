@@ -143,8 +143,8 @@ class DayGraphBuilder:
         """Label ids as ``[D, N]`` (a static ``[N]`` vector is repeated over the days; None: all -1)."""
         D, N = self.returns.shape
         if ids is None:
-            return np.full((D, N), -1, dtype=np.int64)
-        ids = _as_numpy(ids, np.int64)
+            return np.full((D, N), -1, dtype=np.int32)
+        ids = _as_numpy(ids, np.int32)
         if ids.shape == (N,):
             return np.broadcast_to(ids, (D, N))
         if ids.shape != (D, N):

