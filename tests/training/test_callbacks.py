@@ -118,6 +118,17 @@ def test_train_mode_spread_hides_the_upstream_collapse(make_cfg):
     assert module.training  # modes restored
 
 
+def test_eval_mode_checks_do_not_change_a_healthy_run(make_cfg):
+    """A check is a no-grad eval-mode forward: it draws no random numbers and changes no weight."""
+    cfg = make_cfg(**{"train.degeneracy.check_every": 1})
+    pl.seed_everything(0, verbose=False)
+    watched, _ = _fit(cfg, [DegeneracyGuard.from_config(cfg)])
+    pl.seed_everything(0, verbose=False)
+    alone, _ = _fit(cfg, [])
+    for (name, a), (_, b) in zip(watched.state_dict().items(), alone.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
 def test_reset_noise_is_relative_to_each_parameter_std():
     head = torch.nn.Linear(400, 300)
     torch.nn.init.normal_(head.weight, std=2.0)
