@@ -56,12 +56,12 @@ def format_quality_summary(report: dict) -> str:
     lines.append(f"splits    {len(events)} detected" + (":" if events else ""))
     lines += [f"  {e['Code']} {e['Date']} ratio {e['ratio']} raw return {e['raw_return']:+.1%} "
               f"volume x{e['volume_ratio']:.2f} (split implies x{e['expected_volume_ratio']:.2f})" for e in events]
-    refused = report["split_candidates_refused"]
+    refused = report.get("split_candidates_refused", [])  # absent in reports of older builds
     if refused:
         lines.append(f"split-like moves not adjusted ({len(refused)}; volume does not scale by the ratio):")
         lines += [f"  {e['Code']} {e['Date']} ratio {e['ratio']} raw return {e['raw_return']:+.1%} volume x"
                   + (f"{e['volume_ratio']:.2f}" if e["volume_ratio"] is not None else "?") for e in refused]
-    if report["null_volume_rows"]:
+    if report.get("null_volume_rows"):
         lines.append(f"volume    {report['null_volume_rows']:,} rows without volume (kept null; volume features "
                      "null where their window holds one)")
     moves = report["large_moves_kept"]

@@ -18,6 +18,7 @@ needs no key or network. Split handling uses the provider's adjusted prices (``A
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
@@ -75,8 +76,9 @@ def _pull(start: str, end: str, every: int) -> tuple[pl.DataFrame, pl.DataFrame]
         if quotes.empty:
             raise InputError(f"J-Quants returned no daily quotes for {start}..{end}")
         quotes["Code"] = quotes["Code"].astype(str)
-        snapshots = [client.get_eq_master(date=d).assign(AsOf=d)
-                     for d in _snapshot_dates(quotes["Date"], every)]
+        days = _snapshot_dates(quotes["Date"], every)
+        with ThreadPoolExecutor(max_workers=client.MAX_WORKERS) as pool:  # as the client pulls its bars
+            snapshots = [m.assign(AsOf=d) for d, m in zip(days, pool.map(lambda d: client.get_eq_master(date=d), days))]
     except requests.RequestException as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise InputError(f"J-Quants request failed: {first}") from None
