@@ -62,7 +62,8 @@ class ATFTLightningModule(pl.LightningModule):
         horizons: the H target horizons in days.
 
     Attributes read by callbacks: ``last_terms`` (loss terms of the last training batch: ``pred_std``,
-    ``target_std`` ``[H]``), ``resets_epoch``, ``encoder_grad_norms``, ``val_metrics``, ``val_loss``,
+    ``target_std`` ``[H]``), ``eval_prediction_terms(batch)`` (the same terms from an eval-mode forward,
+    for the degeneracy guard), ``resets_epoch``, ``encoder_grad_norms``, ``val_metrics``, ``val_loss``,
     ``train_loss_epoch``.
     """
 
@@ -145,6 +146,19 @@ class ATFTLightningModule(pl.LightningModule):
         self.log("train/loss", terms["loss"], on_step=True, on_epoch=True, batch_size=batch_size, prog_bar=True)
         self._train_losses.append(terms["loss"].detach())
         return {"loss": terms["loss"], "pred_std": terms["pred_std"], "target_std": terms["target_std"]}
+
+    @torch.no_grad()
+    def eval_prediction_terms(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Loss terms (``pred_std``, ``target_std`` ...) of an eval-mode forward of ``batch``: the predictions
+        the model makes, without dropout noise. For the degeneracy guard's check steps; every module's
+        train/eval mode is restored afterwards."""
+        modes = [(m, m.training) for m in self.modules()]
+        self.eval()
+        try:
+            return self.loss_terms(self(batch), batch)
+        finally:
+            for m, mode in modes:
+                m.training = mode
 
     def on_train_epoch_end(self) -> None:
         if self._train_losses:
