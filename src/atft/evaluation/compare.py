@@ -37,6 +37,8 @@ ATFT_VARIANTS: dict[str, list[str]] = {
     "atft_fan": ["model.adaptive_norm=fan"],
     "atft_san": ["model.adaptive_norm=san"],
     "atft_no_gat": ["model.gat.enabled=false"],
+    "atft_linear": ["model.deep=false"],  # the linear path alone: ATFT's per-day-normalised Ridge
+    "atft_no_linear": ["model.linear_path.enabled=false", "model.linear_path.deep_init_scale=1.0"],
 }
 MODELS = (*ATFT_VARIANTS, *BASELINES)
 SEEDLESS = ("ridge", "momentum_20d", "reversal_5d")  # deterministic: one run stands for every seed
