@@ -29,7 +29,8 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def tiny_synthetic(folder, stocks=30, days=150, seed=1):
     path = folder / "syn.parquet"
     build_dataset(load_config(["data.build.source=synthetic", f"data.build.out={path}", f"data.build.stocks={stocks}",
-                               f"data.build.days={days}", f"data.build.seed={seed}", "data.build.horizons=[1,5]"]))
+                               f"data.build.days={days}", f"data.build.seed={seed}", "data.build.horizons=[1,5]",
+                               "data.build.synthetic.preset=legacy"]))
     return path
 
 
