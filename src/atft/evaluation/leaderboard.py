@@ -12,6 +12,7 @@ import math
 import numpy as np
 import polars as pl
 
+from atft.evaluation.decomposition import format_decomposition
 from atft.evaluation.metrics import TRADING_DAYS, ic_summary
 from atft.io_utils import clean_json  # noqa: F401  (re-exported: the leaderboard's JSON form)
 
@@ -136,6 +137,7 @@ def format_leaderboard(board: dict) -> str:
             lines.append(f"| {c['horizon']} | {c['reference']} | {c['other']} | {r['diff']:+.4f} | {r['se']:.4f} | "
                          f"{r['t']:+.1f} | {r['verdict']} | {a['diff']:+.1%} | {a['se']:.1%} | {a['verdict']} |")
         lines.append("")
+    lines += format_decomposition(board.get("decomposition"), board.get("horizons", []))
     lines += ["RankIC: mean daily Spearman correlation; SE = std/sqrt(days); t = mean/SE. Sharpe: annualised "
               "quintile long-short (staggered sub-books for h > 1), ±SE ≈ sqrt(252/days). A difference is "
               "called real only beyond 2 SE of the paired daily difference. See docs/evaluation.md.", ""]
