@@ -10,7 +10,7 @@ import pytest
 from atft.config import load_config
 from atft.data.build import build_dataset
 from atft.evaluation.compare import compare
-from atft.evaluation.decomposition import decompose
+from atft.evaluation.decomposition import component_rank_ics, decompose
 from atft.evaluation.report import build_report
 
 PARTS = ["total", "reversal", "conditional", "sector", "cluster", "regime"]
@@ -63,3 +63,12 @@ def test_trees_find_the_volume_conditional_component_a_linear_model_misses(plant
     ridge, lgbm = (board["decomposition"]["models"][m]["1d"]["conditional"] for m in ("ridge", "lightgbm"))
     assert abs(ridge["rank_ic"]) < 0.1
     assert lgbm["rank_ic"] > ridge["rank_ic"] + 0.15 and lgbm["rank_ic"] > 5 * lgbm["se"]
+
+
+def test_component_rank_ics_against_realised_returns(planted_compare):
+    out, _ = planted_compare
+    table = component_rank_ics(out.parent / "rich.parquet")["1d"]
+    assert list(table) == PARTS
+    assert table["total"]["rank_ic"] > 0.15 and table["conditional"]["rank_ic"] > 4 * table["conditional"]["se"]
+    # the regime component is constant before its change (day 150 of 300): those days have no RankIC
+    assert table["regime"]["days"] == 150 and table["total"]["days"] == 299

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from atft.errors import InputError
 from atft.evaluation.metrics import daily_rank_ic, ic_summary
 from atft.evaluation.predictions import frame_to_arrays
 
@@ -102,3 +103,33 @@ def _cell(stat: dict) -> str:
     if mean is None or not np.isfinite(mean):
         return "n/a"
     return f"{mean:.3f} ± {se:.3f}" if se is not None and np.isfinite(se) else f"{mean:.3f}"
+
+
+def component_rank_ics(data_path) -> dict[str, dict[str, dict[str, float]]]:
+    """RankIC of every oracle column of a planted dataset's sidecar against the realised ``target_{h}d``.
+
+    All days of the dataset (no split): how much each planted component alone ranks the realised
+    returns. Returns ``{"1d": {"total" | component: {"rank_ic", "se", "days"}}}``.
+    """
+    data_path = Path(data_path)
+    sidecar = oracle_sidecar(data_path)
+    if sidecar is None:
+        raise InputError(f"{data_path} has no oracle sidecar (build it with --source synthetic)")
+    frame = pl.read_parquet(data_path).select("Code", "Date", pl.col("^target_\\d+d$"))
+    frame = frame.with_columns(pl.col("Code").cast(pl.Utf8), pl.col("Date").cast(pl.Date))
+    frame = frame.join(sidecar[1], on=["Code", "Date"], how="inner").sort("Date", "Code")
+    n = frame["Code"].n_unique()
+    out = {}
+    for col in [c for c in frame.columns if c.startswith("target_")]:
+        h = col.removeprefix("target_").removesuffix("d")
+        target = frame[col].cast(pl.Float64).fill_null(np.nan).to_numpy().reshape(-1, n)  # [D, N]
+        names = {TOTAL: f"oracle_{h}d", **{m.group(1): c for c in frame.columns
+                                            if (m := COMPONENT_RE.match(c)) and m.group(2) == h}}
+        out[f"{h}d"] = {}
+        for name, c in names.items():
+            if c in frame.columns:
+                x = frame[c].cast(pl.Float64).fill_null(np.nan).to_numpy().reshape(-1, n)  # [D, N]
+                varies = np.nanmax(x, axis=1) > np.nanmin(x, axis=1)  # a constant component ranks nothing
+                s = ic_summary(daily_rank_ic(x, target, np.broadcast_to(varies[:, None], x.shape)))
+                out[f"{h}d"][name] = {"rank_ic": s["mean"], "se": s["se"], "days": s["days"]}
+    return out
