@@ -97,7 +97,7 @@ def test_report_opens_in_chromium_and_holds_every_plot(compared):
     parser = _Images()
     parser.feed(report.read_text())
     expected = {"cumulative_long_short", "daily_rank_ic", "ic_by_horizon", "quintile_returns", "training_curves",
-                "validation_rank_ic", "gradient_norms", "degeneracy_resets", "feature_importance"}
+                "validation_rank_ic", "gradient_norms", "degeneracy_resets", "feature_importance", "decomposition"}
     assert {k.removeprefix("plot-") for k in parser.images} == expected
     for src in parser.images.values():
         assert src.startswith("data:image/png;base64,")
