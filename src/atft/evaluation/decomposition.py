@@ -13,6 +13,7 @@ no RankIC and is left out of that component's mean.
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,8 @@ def decompose(preds: dict[str, list[np.ndarray]], parts: dict[str, np.ndarray], 
             for part, truth in parts.items():
                 target = truth[test_days, :, k]  # [D_test, N]
                 daily = [daily_rank_ic(p[test_days, :, k], target, support) for p in runs]  # seeds x [D_test]
-                with np.errstate(all="ignore"):
+                with warnings.catch_warnings():  # a day no seed scored stays NaN, silently
+                    warnings.simplefilter("ignore", RuntimeWarning)
                     s = ic_summary(np.nanmean(np.vstack(daily), axis=0) if len(daily) > 1 else daily[0])
                 row[part] = {"rank_ic": s["mean"], "se": s["se"], "days": s["days"]}
             table[name][f"{h}d"] = row
