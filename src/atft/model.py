@@ -206,6 +206,8 @@ def build_model(model_cfg: Mapping, n_features: int, horizons: Sequence[int]) ->
             raise InputError(f"model.quantiles must lie in (0, 1), got {quantiles}")
     lin_cfg = cfg_get(model_cfg, "linear_path", {})
     linear = LinearPath(n_features, len(horizons)) if bool(cfg_get(lin_cfg, "enabled", False)) else None
+    if linear is not None and not bool(cfg_get(lin_cfg, "trainable", True)):
+        linear.requires_grad_(False)  # stays at its warm start; only the deep branch trains
     deep = bool(cfg_get(model_cfg, "deep", True))
     if not deep and linear is None:
         raise InputError("model.deep=false needs model.linear_path.enabled=true (nothing would predict)")
