@@ -21,6 +21,8 @@ import polars as pl
 
 from atft.data.io import canonical_columns
 from atft.errors import InputError
+from atft.io_utils import read_parquet
+from atft.redaction import redact
 
 KEY_ENV = "JQUANTS_API_KEY"
 
@@ -62,7 +64,7 @@ def _pull(start: str, end: str) -> tuple[pl.DataFrame, pl.DataFrame]:
         master = client.get_eq_master(date=end)
     except requests.RequestException as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"J-Quants request failed: {first}") from None
+        raise InputError(f"J-Quants request failed: {redact(first)}") from None
     if quotes.empty:
         raise InputError(f"J-Quants returned no daily quotes for {start}..{end}")
     quotes["Code"] = quotes["Code"].astype(str)
@@ -79,7 +81,7 @@ def load_jquants(start, end, cache_dir) -> tuple[pl.DataFrame, dict]:
     quotes_path, master_path = cache / f"daily_quotes_{start}_{end}.parquet", cache / f"listed_info_{end}.parquet"
     cached = quotes_path.is_file() and master_path.is_file()
     if cached:
-        quotes, master = pl.read_parquet(quotes_path), pl.read_parquet(master_path)
+        quotes, master = read_parquet(quotes_path, "J-Quants cache"), read_parquet(master_path, "J-Quants cache")
     else:
         quotes, master = _pull(start, end)
         _write_cache(quotes, quotes_path)
