@@ -2,8 +2,9 @@
 
 The kernel releases a ``flock`` when its process exits in any way (normal end, exception, SIGKILL), so
 a lock can never outlive its owner. The file keeps the owner's pid and start time: a lock file whose
-lock is free is a stale one left by a killed run, and is taken over with a log line naming the old
-pid. A second ``atft train``/``atft tune`` into a folder whose lock is held is refused with one line.
+lock is free but names another pid is a stale one left by a killed run; it is taken over and
+``stale_message`` says so (the run logs it). A second ``atft train``/``atft tune`` into a folder whose
+lock is held is refused with one line.
 
 Usage::
 
@@ -15,14 +16,11 @@ from __future__ import annotations
 
 import fcntl
 import json
-import logging
 import os
 import time
 from pathlib import Path
 
 from atft.errors import InputError
-
-log = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
 
@@ -63,14 +61,20 @@ class RunLock:
             raise InputError(f"run folder {self.run_dir} is in use by another `atft {who.get('command', '?')}` "
                              f"(pid {who.get('pid', '?')}); wait for it to finish or choose another "
                              f"--run-dir") from None
-        self.stale = _holder(self.path)
-        if self.stale.get("pid") and self.stale.get("pid") != os.getpid():
-            log.warning("run folder %s: stale lock of pid %s (`atft %s`, no longer running) taken over",
-                        self.run_dir, self.stale.get("pid"), self.stale.get("command", "?"))
+        owner = _holder(self.path)
+        self.stale = owner if owner.get("pid") not in (None, os.getpid()) else {}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": self.command, "since": time.time()}).encode(), 0)
         self._fd = fd
         return self
+
+    @property
+    def stale_message(self) -> str:
+        """A line about the stale lock of a killed run this lock took over ('' if there was none)."""
+        if not self.stale:
+            return ""
+        return (f"run folder {self.run_dir}: stale lock of pid {self.stale['pid']} (`atft "
+                f"{self.stale.get('command', '?')}`, no longer running) taken over")
 
     def release(self) -> None:
         """Free the lock and clear the owner record. The file stays (removing it would race a new owner),

@@ -208,6 +208,8 @@ def train(cfg, resume_from: str | None = None, dry_run_only: bool = False) -> di
     lock = claim_run_dir(run_dir, resume_from, "train") if _rank() == 0 and not dry_run_only else None
     log_file = Path(cfg.train.get("log_dir") or "_logs/training") / f"{cfg.run_name}.log"
     handlers = setup_run_logging(log_file if _rank() == 0 and not dry_run_only else None, console=_rank() == 0)
+    if lock is not None and lock.stale_message:
+        log.warning(lock.stale_message)
     try:
         return _train(cfg, run_dir, log_file, resume_from, dry_run_only)
     except torch.distributed.DistBackendError as exc:
