@@ -48,3 +48,28 @@ class RedactingFilter(logging.Filter):
         if self.secrets:
             record.msg, record.args = redact(record.getMessage(), self.secrets), None
         return True
+
+
+def _leaves(node, prefix: str = ""):
+    """``(dotted key, value)`` of every string leaf of a resolved config container."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict | list):
+            yield from _leaves(value, path)
+        elif isinstance(value, str):
+            yield path, value
+
+
+def redact_config(cfg) -> list[str]:
+    """Mask secrets in ``cfg`` in place (e.g. a key interpolated with ``${oc.env:JQUANTS_API_KEY}``), so the
+    run's config.yaml, checkpoint hyper-parameters and TensorBoard hparams never hold one; returns the keys."""
+    from omegaconf import OmegaConf
+
+    secrets = secret_values()
+    if not secrets:
+        return []
+    hits = [(k, v) for k, v in _leaves(OmegaConf.to_container(cfg, resolve=True)) if redact(v, secrets) != v]
+    for key, value in hits:
+        OmegaConf.update(cfg, key, redact(value, secrets), force_add=True)
+    return [k for k, _ in hits]

@@ -39,6 +39,7 @@ from atft.data.panel import Panel, load_panel
 from atft.errors import RunError
 from atft.evaluation.metrics import evaluate_predictions
 from atft.io_utils import clean_json, write_json, write_parquet
+from atft.redaction import redact_config
 from atft.run_lock import claim_run_dir
 from atft.training.datamodule import PanelDataModule
 from atft.training.degeneracy import DegeneracyGuard
@@ -202,6 +203,7 @@ def train(cfg, resume_from: str | None = None, dry_run_only: bool = False) -> di
     The run folder is locked for the run's life (:mod:`atft.run_lock`); a finished run's folder is refused
     unless ``resume_from`` continues it. A lost DDP worker ends the run with a :class:`RunError`.
     """
+    masked = redact_config(cfg)  # no secret reaches config.yaml, the checkpoint or TensorBoard
     run_dir = resolve_run_dir(cfg)
     cfg.run_dir = str(run_dir)
     cfg.run_name = cfg.get("run_name") or run_dir.name
@@ -210,6 +212,8 @@ def train(cfg, resume_from: str | None = None, dry_run_only: bool = False) -> di
     handlers = setup_run_logging(log_file if _rank() == 0 and not dry_run_only else None, console=_rank() == 0)
     if lock is not None and lock.stale_message:
         log.warning(lock.stale_message)
+    if masked:
+        log.warning("config keys %s held a secret value; masked in this run's records", ", ".join(masked))
     try:
         return _train(cfg, run_dir, log_file, resume_from, dry_run_only)
     except torch.distributed.DistBackendError as exc:
