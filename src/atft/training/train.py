@@ -216,12 +216,24 @@ def train(cfg, resume_from: str | None = None, dry_run_only: bool = False) -> di
         log.warning("config keys %s held a secret value; masked in this run's records", ", ".join(masked))
     try:
         return _train(cfg, run_dir, log_file, resume_from, dry_run_only)
-    except torch.distributed.DistBackendError as exc:
+    except RuntimeError as exc:
+        if not distributed_failure(exc, cfg):
+            raise
         raise RunError(lost_worker_message(exc, run_dir)) from None
     finally:
         teardown_run_logging(handlers)
         if lock is not None:
             lock.release()
+
+
+DIST_FAILURE_MARKERS = ("Connection closed by peer", "Connection reset by peer", "remote worker", "gloo", "NCCL")
+
+
+def distributed_failure(exc: BaseException, cfg) -> bool:
+    """Whether ``exc`` is a DDP collective/rendezvous failure (a lost worker, a timeout), not a bug."""
+    if str(cfg.train.trainer.strategy) != "ddp":
+        return False
+    return isinstance(exc, torch.distributed.DistError) or any(m in str(exc) for m in DIST_FAILURE_MARKERS)
 
 
 def lost_worker_message(exc: BaseException, run_dir: Path) -> str:
