@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -238,7 +239,8 @@ def distributed_failure(exc: BaseException, cfg) -> bool:
 
 def lost_worker_message(exc: BaseException, run_dir: Path) -> str:
     """One line for a distributed failure: what happened, and how to finish the run."""
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    first = re.sub(r"^\[[^\]]*\]\s*", "", first)[:160]  # gloo prefixes its source location
     return (f"a distributed worker was lost ({first}); resume with --run-dir {run_dir} "
             f"--resume-from {run_dir / 'checkpoints' / 'last.ckpt'}")
 
