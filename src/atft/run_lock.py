@@ -101,13 +101,18 @@ def finished(run_dir: str | Path) -> bool:
     return (Path(run_dir) / "metrics.json").is_file()
 
 
-def claim_run_dir(run_dir: str | Path, resume_from: str | None = None, command: str = "train") -> RunLock:
+def claim_run_dir(run_dir: str | Path, resume_from: str | None = None, command: str = "train",
+                  replace_finished: bool = False) -> RunLock:
     """Lock ``run_dir`` for this run; refuse a finished run's folder unless the run resumes a checkpoint.
+
+    Args:
+        replace_finished: a caller that owns the folder and recomputes it (``atft compare`` re-run into
+            the same ``--out``) may replace a finished run; a user's ``--run-dir`` may not.
 
     Returns the held :class:`RunLock` (release it when the run ends, e.g. in ``finally``).
     """
     run_dir = Path(run_dir)
-    if finished(run_dir) and not resume_from:
+    if finished(run_dir) and not (resume_from or replace_finished):
         raise InputError(f"run folder {run_dir} holds a finished run (metrics.json); choose a new --run-dir, "
                          f"or pass --resume-from {run_dir / 'checkpoints' / 'last.ckpt'} to continue it")
     return RunLock(run_dir, command).acquire()

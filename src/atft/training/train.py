@@ -198,17 +198,19 @@ def dry_run(module: ATFTLightningModule, dm: PanelDataModule) -> dict:
     return {"dry_run": True, "loss": float(terms["loss"].detach()), "batch_shape": list(batch["x"].shape)}
 
 
-def train(cfg, resume_from: str | None = None, dry_run_only: bool = False) -> dict:
+def train(cfg, resume_from: str | None = None, dry_run_only: bool = False, replace_finished: bool = False) -> dict:
     """Train on ``cfg.data.path``; returns the content of ``metrics.json`` (``{}`` on DDP worker ranks).
 
     The run folder is locked for the run's life (:mod:`atft.run_lock`); a finished run's folder is refused
-    unless ``resume_from`` continues it. A lost DDP worker ends the run with a :class:`RunError`.
+    unless ``resume_from`` continues it or ``replace_finished`` (a caller recomputing its own sub-runs).
+    A lost DDP worker ends the run with a :class:`RunError`.
     """
     masked = redact_config(cfg)  # no secret reaches config.yaml, the checkpoint or TensorBoard
     run_dir = resolve_run_dir(cfg)
     cfg.run_dir = str(run_dir)
     cfg.run_name = cfg.get("run_name") or run_dir.name
-    lock = claim_run_dir(run_dir, resume_from, "train") if _rank() == 0 and not dry_run_only else None
+    claim = _rank() == 0 and not dry_run_only
+    lock = claim_run_dir(run_dir, resume_from, "train", replace_finished) if claim else None
     log_file = Path(cfg.train.get("log_dir") or "_logs/training") / f"{cfg.run_name}.log"
     handlers = setup_run_logging(log_file if _rank() == 0 and not dry_run_only else None, console=_rank() == 0)
     if lock is not None and lock.stale_message:
