@@ -40,14 +40,21 @@ def test_damaged_meta_sidecar(dataset, tmp_path, cli):
     assert code == 2 and str(sidecar) in one_error_line(err) and "damaged" in err and not run.exists()
 
 
-def test_damaged_run_record(trained, tmp_path, cli):
+def _predict_with_record(trained, tmp_path, cli, edit) -> tuple[int, str, bool]:
+    """``atft predict`` with a copy of the trained run whose ``data.json`` text went through ``edit``;
+    ``(exit code, stderr, whether the output file exists)``."""
     run = tmp_path / "copy"
     shutil.copytree(trained["run"], run)
-    (run / "data.json").write_text((run / "data.json").read_text()[:100])
+    (run / "data.json").write_text(edit((run / "data.json").read_text()))
     out = tmp_path / "preds.parquet"
     code, err = cli("predict", "--checkpoint", run / "checkpoints" / "best.ckpt", "--data-path", trained["data"],
                     "--out", out)
-    assert code == 2 and "data.json" in one_error_line(err) and not out.exists()
+    return code, err, out.exists()
+
+
+def test_damaged_run_record(trained, tmp_path, cli):
+    code, err, written = _predict_with_record(trained, tmp_path, cli, lambda text: text[:100])
+    assert code == 2 and "data.json" in one_error_line(err) and "damaged" in err and not written
 
 
 def test_checkpoint_of_other_horizons_on_resume(trained, tmp_path, cli):
@@ -74,14 +81,11 @@ def test_checkpoint_of_other_features_on_predict(trained, tmp_path, cli):
 
 
 def test_checkpoint_that_does_not_match_its_run_record(trained, tmp_path, cli):
-    run = tmp_path / "copy"
-    shutil.copytree(trained["run"], run)
-    record = (run / "data.json").read_text().replace('"horizons": [\n    1,\n    5\n  ]', '"horizons": [1]')
-    (run / "data.json").write_text(record)
-    out = tmp_path / "preds.parquet"
-    code, err = cli("predict", "--checkpoint", run / "checkpoints" / "best.ckpt", "--data-path", trained["data"],
-                    "--out", out)
-    assert code == 2 and "horizons [1, 5] vs [1]" in one_error_line(err) and not out.exists()
+    def one_horizon(text):
+        return text.replace('"horizons": [\n    1,\n    5\n  ]', '"horizons": [1]')
+
+    code, err, written = _predict_with_record(trained, tmp_path, cli, one_horizon)
+    assert code == 2 and "horizons [1, 5] vs [1]" in one_error_line(err) and not written
 
 
 def test_predictions_without_needed_columns(trained, tmp_path, cli):

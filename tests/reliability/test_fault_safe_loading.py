@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 from fault_helpers import one_error_line, overrides
+
+from atft.errors import InputError
+from atft.training.train import AtomicCheckpointIO
 
 
 class _Payload:
@@ -55,3 +59,12 @@ def test_own_checkpoints_load_weights_only(trained):
     state = torch.load(trained["last"], weights_only=True)  # what every loader of atft now does
     assert {"state_dict", "hyper_parameters", "optimizer_states"} <= set(state)
     assert isinstance(state["hyper_parameters"]["cfg"], dict)
+
+
+def test_lightning_resume_path_is_weights_only(trained, tmp_path):
+    """``Trainer.fit(ckpt_path=...)`` reads through ``AtomicCheckpointIO.load_checkpoint``."""
+    path, marker = _crafted(trained, tmp_path)
+    with pytest.raises(InputError, match="posix.system"):
+        AtomicCheckpointIO().load_checkpoint(path, map_location="cpu", weights_only=False)
+    assert not marker.exists()
+    assert "state_dict" in AtomicCheckpointIO().load_checkpoint(trained["last"])
