@@ -12,6 +12,7 @@ import pytest
 import torch
 from fault_helpers import one_error_line, overrides
 
+from atft.cli import main
 from atft.training.module import ATFTLightningModule
 from atft.training.nonfinite import finite_step
 
@@ -95,3 +96,18 @@ def test_nonfinite_gradient_is_detected():
 @pytest.mark.parametrize("value", [math.inf, math.nan])
 def test_nonfinite_loss_is_detected(value):
     assert not finite_step(torch.tensor(value), [])
+
+
+def test_nonfinite_raw_prices_are_counted_in_the_quality_summary(tmp_path, capsys):
+    raw = tmp_path / "raw.csv"
+    rows = [f"AAA,2021-01-{d:02d},10,11,9,{10 + d / 10},1000" for d in range(4, 30) if d % 7 not in (2, 3)]
+    rows[3] = rows[3].replace(",1000", ",inf")
+    rows[5] = rows[5].replace(",11,9,", ",11,nan,")
+    raw.write_text("Code,Date,Open,High,Low,Close,Volume\n" + "\n".join(rows) + "\n")
+    assert main(["dataset", "build", "--source", str(raw), "--out", str(tmp_path / "ds.parquet")]) == 0
+    out = capsys.readouterr().out
+    assert "2 rows: non-finite open/high/low/close/volume (NaN/inf)" in out
+    data = pl.read_parquet(tmp_path / "ds.parquet")
+    assert data.height == len(rows) - 2
+    numeric = [c for c, t in data.schema.items() if t.is_float()]
+    assert not data.select(pl.any_horizontal(pl.col(c).is_infinite() for c in numeric).any()).item()

@@ -100,7 +100,8 @@ def validate_panel(df: pl.DataFrame, where: str) -> tuple[pl.DataFrame, dict[str
 
     Errors: empty panel, non-numeric values, unparseable dates, missing Code/Date, duplicate
     ``(Code, Date)``, non-positive prices, negative volume. Dropped (counted, not an error): rows
-    whose open/high/low/close is missing (J-Quants reports untraded days that way).
+    whose open/high/low/close is missing (J-Quants reports untraded days that way), and rows with a
+    NaN/inf price or volume.
     """
     if df.height == 0:
         raise InputError(f"{where}: no data rows (expected a daily OHLCV panel)")
@@ -116,6 +117,11 @@ def validate_panel(df: pl.DataFrame, where: str) -> tuple[pl.DataFrame, dict[str
         raise InputError(f"{where}: duplicate (Code, Date) rows, first ({first['Code']!r}, {first['Date']}); "
                          "expected one row per stock and date")
     dropped: dict[str, int] = {}
+    nonfinite = pl.any_horizontal(pl.col(c).is_not_null() & ~pl.col(c).is_finite() for c in (*PRICES, "Volume"))
+    n_nonfinite = df.select(nonfinite.sum()).item()
+    if n_nonfinite:  # NaN/inf prices would flow into every feature of the stock's window; treated as missing
+        dropped["non-finite open/high/low/close/volume (NaN/inf)"] = int(n_nonfinite)
+        df = df.filter(~nonfinite)
     missing_price = pl.any_horizontal(pl.col(c).is_null() for c in PRICES)
     n_missing = df.select(missing_price.sum()).item()
     if n_missing:
