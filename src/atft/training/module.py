@@ -101,11 +101,12 @@ class ATFTLightningModule(pl.LightningModule):
     def loss_terms(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
         loss = self.cfg.train.loss
         return multi_horizon_loss(
-            out["predictions"], batch["y"], batch["y_mask"], batch["day"], loss_type=str(loss.type),
-            huber_delta=float(loss.huber_delta), corr_weight=float(loss.corr_weight),
+            out["predictions"], batch["y"], batch["y_mask"], batch["day"], y_norm=batch.get("y_norm"),
+            loss_type=str(loss.type), huber_delta=float(loss.huber_delta), corr_weight=float(loss.corr_weight),
             variance_penalty_weight=float(loss.variance_penalty_weight),
             variance_target_frac=float(loss.variance_target_frac), horizon_weights=self.horizon_weights,
-            pred_q=out.get("quantiles"), quantiles=self.quantile_levels if len(self.quantile_levels) else None)
+            pred_q=out.get("quantiles"), quantiles=self.quantile_levels if len(self.quantile_levels) else None,
+            listnet_temperature=float(loss.listnet_temperature), pairs_per_sample=int(loss.pairs_per_sample))
 
     def monitor_step(self) -> bool:
         """Whether this optimiser step is a gradient-monitor step (the first, then every ``every``)."""

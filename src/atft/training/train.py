@@ -7,13 +7,19 @@ Run folder (``cfg.run_dir``, default ``runs/<timestamp>``)::
     metrics.jsonl              one record per epoch (train/val loss, val metrics per horizon, resets)
     grad_norms.jsonl           gradient-monitor records (when the monitor or encoder hooks are on)
     tensorboard/               TensorBoard event files (train/*, val/*, grad_norm/*)
-    checkpoints/best.ckpt      best by cfg.train.checkpoint.monitor (default val/rank_ic, max)
+    checkpoints/best.ckpt      best by cfg.train.checkpoint.monitor (default val/rank_ic, max), the model
+                               before training included (``include_init``: the ridge warm start)
     checkpoints/last.ckpt      latest epoch (both written atomically: temp file then rename)
     metrics.json               {"val": {...}, "test": {"1d": {...}, ...}, "info": {...}}
     predictions_test.parquet   Code, Date, pred_{h}d, target_{h}d
     feature_importance.json    mean variable-selection weight of each feature on the test split
 
 The log goes to ``<train.log_dir>/<run_name>.log`` (default ``_logs/training/<run dir name>.log``).
+
+Selection is by validation only: early stopping (``train.early_stopping``) and the best checkpoint watch
+``train.checkpoint.monitor``; the test split is scored once, with the selected model. With
+``train.ensemble.seeds=K`` the run folder holds K member runs ``seed<k>/`` and the ensemble's averaged
+``predictions_test.parquet`` and ``metrics.json`` (``atft.training.ensemble``).
 """
 
 from __future__ import annotations
@@ -24,13 +30,14 @@ import os
 import re
 import sys
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
 import polars as pl_df
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -40,11 +47,13 @@ from atft.data.panel import Panel, load_panel
 from atft.errors import RunError
 from atft.evaluation.metrics import evaluate_predictions
 from atft.io_utils import clean_json, write_json, write_parquet
+from atft.model import LinearPath
 from atft.redaction import redact_config
 from atft.run_lock import claim_run_dir
 from atft.training.datamodule import PanelDataModule
 from atft.training.degeneracy import DegeneracyGuard
 from atft.training.grad_monitor import GradientMonitor
+from atft.training.linear_init import ridge_fit
 from atft.training.module import ATFTLightningModule, dense_predictions
 from atft.training.nonfinite import NonFiniteGuard
 from atft.training.run_logging import EpochSummary, setup_run_logging, teardown_run_logging
@@ -90,6 +99,10 @@ def build_callbacks(cfg, run_dir: Path) -> tuple[list[pl.Callback], ModelCheckpo
                                  mode=ck.mode, save_top_k=1, save_last=True, auto_insert_metric_name=False,
                                  enable_version_counter=False)
     callbacks: list[pl.Callback] = [checkpoint, EpochSummary(run_dir / "metrics.jsonl")]
+    stop = cfg.train.get("early_stopping") or {}
+    if stop.get("patience"):
+        callbacks.append(EarlyStopping(monitor=ck.monitor, mode=ck.mode, patience=int(stop.patience),
+                                       min_delta=float(stop.get("min_delta") or 0.0), check_finite=False))
     guard = DegeneracyGuard.from_config(cfg) if cfg.train.degeneracy.enabled else None
     if guard is not None:
         callbacks.append(guard)
@@ -162,18 +175,77 @@ def write_test_outputs(run_dir: Path, panel: Panel, horizons: list[int], out: di
     write_json(run_dir / "feature_importance.json", importance)
 
 
-def evaluate_best(module, dm: PanelDataModule, checkpoint: ModelCheckpoint, run_dir: Path, guard) -> dict:
-    """Load the best checkpoint (else the last), score validation and the test split once, write outputs."""
+def warm_start_linear_path(module: ATFTLightningModule, dm: PanelDataModule) -> None:
+    """Set the linear path to the ridge fit on the training days (``model.linear_path.init=ridge``)."""
+    lin_cfg = module.cfg.model.get("linear_path") or {}
+    if not isinstance(module.model.linear_path, LinearPath) or lin_cfg.get("init", "ridge") != "ridge":
+        return
+    panel, w = dm.panel, dm.windows
+    weight, bias = ridge_fit(panel.X, w.sample_ok, w.y_norm.numpy(), panel.Y_mask, panel.splits.train,
+                             alpha=float(lin_cfg.get("ridge_alpha", 1.0)), seed=int(module.cfg.seed))
+    module.model.linear_path.set_weights(weight, bias)
+    log.info("linear path: ridge warm start on %d training days (alpha %g, |W| %.3f)", len(panel.splits.train),
+             float(lin_cfg.get("ridge_alpha", 1.0)), float(np.linalg.norm(weight)))
+
+
+MONITORED_METRICS = {"val/ic": "ic", "val/rank_ic": "rank_ic", "val/sharpe": "sharpe"}
+
+
+def initial_candidate(module: ATFTLightningModule, dm: PanelDataModule) -> dict | None:
+    """The model before training as a selection candidate: its validation score and weights.
+
+    ``train.checkpoint.include_init`` (default true) with a monitor of ``MONITORED_METRICS``; None otherwise.
+    With the ridge warm start this is the linear model, so the selected model is never worse than it
+    on validation.
+    """
+    ck = module.cfg.train.checkpoint
+    key = MONITORED_METRICS.get(str(ck.monitor))
+    if not ck.get("include_init", False) or key is None:
+        return None
+    metrics, _ = _split_metrics(module, dm, "val", float(module.cfg.train.eval.cost_bps))
+    score = float(metrics[f"{module.primary_horizon}d"][key])
+    log.info("Initial model (before training): val %s %.4f", ck.monitor, score)
+    return {"score": score, "state": {k: v.detach().clone() for k, v in module.state_dict().items()}}
+
+
+def _prefer_initial(init: dict | None, best_score, mode: str) -> bool:
+    if init is None or not np.isfinite(init["score"]):
+        return False
+    if best_score is None or not np.isfinite(float(best_score)):
+        return True
+    return init["score"] > float(best_score) if mode == "max" else init["score"] < float(best_score)
+
+
+def select_model(module, checkpoint: ModelCheckpoint, init: dict | None) -> dict:
+    """Load the selected weights into ``module``: the best epoch, or the initial model where it scored
+    better on validation (then written to ``best.ckpt`` too, so evaluate/predict use the same model)."""
     best = checkpoint.best_model_path or checkpoint.last_model_path
-    if best and Path(best).is_file():
-        state = load_checkpoint(best, map_location=module.device)["state_dict"]
-        module.load_state_dict(state)
+    ckpt = load_checkpoint(best, map_location=module.device) if best and Path(best).is_file() else None
+    chosen = {"selected": f"epoch {int(ckpt['epoch']) + 1}" if ckpt else "last weights",
+              "best_score": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None}
+    if _prefer_initial(init, checkpoint.best_model_score, str(checkpoint.mode)):
+        module.load_state_dict(init["state"])
+        chosen = {"selected": "initial model (before training)", "best_score": init["score"]}
+        log.info("Selected the initial model: val %s %.4f beats every epoch", checkpoint.monitor, init["score"])
+        if ckpt is not None:
+            ckpt["state_dict"] = init["state"]
+            AtomicCheckpointIO().save_checkpoint(ckpt, Path(checkpoint.dirpath) / "best.ckpt")
+    elif ckpt is not None:
+        module.load_state_dict(ckpt["state_dict"])
+    chosen["initial_score"] = init["score"] if init is not None else None
+    return chosen
+
+
+def evaluate_best(module, dm: PanelDataModule, checkpoint: ModelCheckpoint, run_dir: Path, guard,
+                  init: dict | None = None) -> dict:
+    """Load the selected model (``select_model``), score validation and the test split once, write outputs."""
+    chosen = select_model(module, checkpoint, init)
+    best = checkpoint.best_model_path or checkpoint.last_model_path
     cost = float(module.cfg.train.eval.cost_bps)
     val_metrics, _ = _split_metrics(module, dm, "val", cost)
     test_metrics, out = _split_metrics(module, dm, "test", cost)
     write_test_outputs(run_dir, dm.panel, module.horizons, out)
-    info = {"checkpoint": str(best), "best_score": float(checkpoint.best_model_score)
-            if checkpoint.best_model_score is not None else None, "monitor": checkpoint.monitor,
+    info = {"checkpoint": str(best), **chosen, "monitor": checkpoint.monitor,
             "primary_horizon": module.primary_horizon, "cost_bps": cost,
             "splits": dm.panel.splits.describe(dm.panel.dates),
             "degeneracy_stop": guard.stopped_message if guard is not None else None}
@@ -201,11 +273,23 @@ def dry_run(module: ATFTLightningModule, dm: PanelDataModule) -> dict:
 def train(cfg, resume_from: str | None = None, dry_run_only: bool = False, replace_finished: bool = False) -> dict:
     """Train on ``cfg.data.path``; returns the content of ``metrics.json`` (``{}`` on DDP worker ranks).
 
-    The run folder is locked for the run's life (:mod:`atft.run_lock`); a finished run's folder is refused
-    unless ``resume_from`` continues it or ``replace_finished`` (a caller recomputing its own sub-runs).
-    A lost DDP worker ends the run with a :class:`RunError`.
+    Each run folder is locked for its run's life (:mod:`atft.run_lock`); a finished run's folder is
+    refused unless ``resume_from`` continues it or ``replace_finished`` (a caller recomputing its own
+    sub-runs). A lost DDP worker ends the run with a :class:`RunError`.
     """
-    masked = redact_config(cfg)  # no secret reaches config.yaml, the checkpoint or TensorBoard
+    redact_config(cfg)  # no secret reaches config.yaml, a checkpoint or TensorBoard
+    seeds = int((cfg.train.get("ensemble") or {}).get("seeds") or 1)
+    if seeds > 1 and not dry_run_only:
+        from atft.training.ensemble import train_ensemble
+
+        return train_ensemble(cfg, seeds, partial(train_one, replace_finished=replace_finished), resume_from)
+    return train_one(cfg, resume_from, dry_run_only, replace_finished)
+
+
+def train_one(cfg, resume_from: str | None = None, dry_run_only: bool = False,
+              replace_finished: bool = False) -> dict:
+    """One model: lock the run folder -> panel -> fit -> selection -> the test split scored once."""
+    masked = redact_config(cfg)
     run_dir = resolve_run_dir(cfg)
     cfg.run_dir = str(run_dir)
     cfg.run_name = cfg.get("run_name") or run_dir.name
@@ -263,6 +347,9 @@ def _train(cfg, run_dir: Path, log_file: Path, resume_from: str | None, dry_run_
         save_config(cfg, run_dir / "config.yaml")
         write_json(run_dir / "data.json", data_record(panel))
         log.info("log file %s, run folder %s", log_file, run_dir)
+    if resume_from is None:
+        warm_start_linear_path(module, dm)
+    init = initial_candidate(module, dm) if resume_from is None and _rank() == 0 else None
     callbacks, checkpoint, guard = build_callbacks(cfg, run_dir)
     callbacks.append(NonFiniteGuard.from_config(cfg, panel.dates))
     trainer = build_trainer(cfg, run_dir, callbacks, len(dm.train_dataloader()))
@@ -271,4 +358,4 @@ def _train(cfg, run_dir: Path, log_file: Path, resume_from: str | None, dry_run_
         log.error("training stopped early by the degeneracy guard; evaluating the best checkpoint so far")
     if not trainer.is_global_zero:
         return {}
-    return evaluate_best(module, dm, checkpoint, run_dir, guard)
+    return evaluate_best(module, dm, checkpoint, run_dir, guard, init)
