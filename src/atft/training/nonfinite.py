@@ -49,7 +49,7 @@ class NonFiniteGuard(pl.Callback):
         self.check_grads = check_grads
         self.consecutive = 0
         self.skipped = 0
-        self._batch_dates: list[str] = []
+        self._date_idx: torch.Tensor | None = None  # [B] the current batch's day indices (read only when bad)
 
     @classmethod
     def from_config(cls, cfg, dates: np.ndarray) -> NonFiniteGuard:
@@ -57,8 +57,13 @@ class NonFiniteGuard(pl.Callback):
                    check_grads=str(cfg.train.trainer.precision) != "16-mixed")
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        days = torch.unique(batch["date_idx"]).cpu().numpy()
-        self._batch_dates = [str(self.dates[d]) for d in days]
+        self._date_idx = batch.get("date_idx")  # no host sync here: the dates are looked up only for a bad step
+
+    def batch_dates(self) -> str:
+        """The current batch's trading days, comma-separated."""
+        if self._date_idx is None:
+            return "?"
+        return ",".join(str(self.dates[d]) for d in torch.unique(self._date_idx).cpu().numpy())
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         loss = pl_module.last_terms.get("loss") if pl_module.last_terms else None
@@ -73,14 +78,15 @@ class NonFiniteGuard(pl.Callback):
         self.consecutive += 1
         self.skipped += 1
         what = "loss" if loss is not None and not torch.isfinite(loss.detach()).all() else "gradient"
+        dates = self.batch_dates()
         log.warning("[NONFINITE] step %d (epoch %d): non-finite %s on batch dates %s; step skipped "
-                    "(%d in a row, %d in total)", trainer.global_step, trainer.current_epoch + 1, what,
-                    ",".join(self._batch_dates), self.consecutive, self.skipped)
+                    "(%d in a row, %d in total)", trainer.global_step, trainer.current_epoch + 1, what, dates,
+                    self.consecutive, self.skipped)
         if self.consecutive >= self.max_consecutive:
             raise RunError(f"training stopped: {self.consecutive} consecutive steps had a non-finite loss or "
                            f"gradient (train.nonfinite.max_consecutive={self.max_consecutive}; last batch dates "
-                           f"{','.join(self._batch_dates)}); no NaN weights were written, the last finite "
-                           f"checkpoint is kept in {trainer.default_root_dir}/checkpoints")
+                           f"{dates}); no NaN weights were written, the last finite checkpoint is kept in "
+                           f"{trainer.default_root_dir}/checkpoints")
 
     def state_dict(self) -> dict:
         return {"skipped": self.skipped}
