@@ -20,7 +20,8 @@ EPOCHS = 6
 
 def _ddp_cmd(dataset: Path, run: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "atft.cli", "train", *extra, *overrides(dataset, run), "train.trainer.devices=2",
-            "train.trainer.strategy=ddp", f"train.trainer.max_epochs={EPOCHS}", "train.trainer.ddp_timeout_s=90"]
+            "train.trainer.strategy=ddp", f"train.trainer.max_epochs={EPOCHS}", "train.trainer.ddp_timeout_s=90",
+            "train.early_stopping.patience=0"]  # every epoch runs, so the resumed run must reach EPOCHS
 
 
 def _env() -> dict:
