@@ -41,6 +41,10 @@ def _add_model(sub) -> None:
     p.add_argument("overrides", nargs="*")
 
 
+LAG_HELP = ("execution lag of the books in days (default train.eval.lag = 1: a signal from the close of t "
+            "is traded at the close of t+1; 0 is not tradeable)")
+
+
 def _add_evaluation(sub) -> None:
     p = sub.add_parser("evaluate", help="metrics of a trained run on a split (JSON to the run folder)")
     p.add_argument("--run", dest="run_dir", default=None, help="run folder written by `atft train`")
@@ -49,6 +53,7 @@ def _add_evaluation(sub) -> None:
     p.add_argument("--split", choices=["val", "test"], default="test")
     p.add_argument("--cost-bps", type=float, default=None, help="one-way cost on turnover (default train.eval.cost_bps)")
     p.add_argument("--folds", type=int, default=None, help="walk-forward folds (retrains the run's config per fold)")
+    p.add_argument("--lag", type=int, default=None, help=LAG_HELP)
 
     p = sub.add_parser("predict", help="predictions for a trading system")
     p.add_argument("--checkpoint", required=True)
@@ -59,7 +64,7 @@ def _add_evaluation(sub) -> None:
     p = sub.add_parser("backtest", help="long-short and long-only backtests of a predictions file")
     p.add_argument("--predictions", required=True, help="parquet with Code, Date, pred_{h}d, target_1d")
     p.add_argument("--cost-bps", type=float, default=10.0, help="one-way cost per unit traded (default 10)")
-    p.add_argument("--lag", type=int, default=1, help="execution lag in days (default 1: trade the next close)")
+    p.add_argument("--lag", type=int, default=1, help="execution lag in days (default 1: trade the next close; 0 is not tradeable)")
     p.add_argument("--horizon", type=int, default=None, help="which pred_{h}d to trade (default the shortest)")
     p.add_argument("--top-k", type=int, default=None, help="long-only book size (default 10%% of the universe)")
     p.add_argument("--n-drop", type=int, default=None, help="long-only replacements per day (default k // 5)")
@@ -74,6 +79,7 @@ def _add_evaluation(sub) -> None:
                    "atft_san, atft_no_gat, lightgbm, ridge, momentum_20d, reversal_5d")
     p.add_argument("--max-epochs", type=int, default=None)
     p.add_argument("--cost-bps", type=float, default=None)
+    p.add_argument("--lag", type=int, default=None, help=LAG_HELP)
     p.add_argument("overrides", nargs="*", help="Hydra overrides key=value for every ATFT run")
 
     p = sub.add_parser("report", help="self-contained HTML report of a run or compare folder")

@@ -15,8 +15,11 @@ HORIZONS = (1, 5, 10, 20)
 
 
 def _perturb_after(raw: pl.DataFrame, cutoff, seed: int) -> pl.DataFrame:
-    """Scale every price and volume after ``cutoff`` by independent random factors, and plant a 1:2
-    split-like drop (all prices halved from 3 days after the cutoff) in the first stock."""
+    """Scale every price and volume after ``cutoff`` by independent random factors, and plant a 2:1
+    split (all prices halved, volume doubled, from 4 days after the cutoff) in the first stock.
+
+    (Day 4, not 3: on day 3 the first stock of the seed-3 panel trades 4x its usual volume, so a split
+    there would double an already 4x day - causally indistinguishable from a crash, and refused.)"""
     rng = np.random.default_rng(seed)
     after = (raw["Date"] > cutoff).to_numpy()
     out = {}
@@ -27,10 +30,11 @@ def _perturb_after(raw: pl.DataFrame, cutoff, seed: int) -> pl.DataFrame:
     out["High"] = np.maximum.reduce([out["High"], out["Open"], out["Close"]])
     out["Low"] = np.minimum.reduce([out["Low"], out["Open"], out["Close"]])
     later = raw["Date"].unique().sort()
-    split_day = later.filter(later > cutoff)[3]
+    split_day = later.filter(later > cutoff)[4]
     split = ((raw["Code"] == raw["Code"][0]) & (raw["Date"] >= split_day)).to_numpy()
     for col in ("Open", "High", "Low", "Close"):
         out[col][split] *= 0.5
+    out["Volume"][split] *= 2.0
     return raw.with_columns(*[pl.Series(k, v) for k, v in out.items()])
 
 

@@ -106,8 +106,9 @@ def test_nonfinite_raw_prices_are_counted_in_the_quality_summary(tmp_path, capsy
     raw.write_text("Code,Date,Open,High,Low,Close,Volume\n" + "\n".join(rows) + "\n")
     assert main(["dataset", "build", "--source", str(raw), "--out", str(tmp_path / "ds.parquet")]) == 0
     out = capsys.readouterr().out
-    assert "2 rows: non-finite open/high/low/close/volume (NaN/inf)" in out
+    assert "1 rows: non-finite open/high/low/close (NaN/inf)" in out  # the NaN low: row dropped
+    assert "1 rows without volume" in out  # the inf volume: missing, kept null
     data = pl.read_parquet(tmp_path / "ds.parquet")
-    assert data.height == len(rows) - 2
+    assert data.height == len(rows) - 1
     numeric = [c for c, t in data.schema.items() if t.is_float()]
     assert not data.select(pl.any_horizontal(pl.col(c).is_infinite() for c in numeric).any()).item()

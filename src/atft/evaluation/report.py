@@ -19,8 +19,15 @@ import polars as pl
 
 from atft.errors import InputError
 from atft.evaluation import plots
-from atft.evaluation.leaderboard import _num, seed_mean_series
-from atft.evaluation.metrics import quantile_mean_returns
+from atft.evaluation.leaderboard import _num, lag_text, seed_mean_series
+from atft.evaluation.metrics import (
+    SE_RULE,
+    TRADEABLE_LAG,
+    hac_lags,
+    lag_label,
+    quantile_mean_returns,
+    quantile_spread,
+)
 from atft.evaluation.run_files import (
     degeneracy_events,
     grad_norm_history,
@@ -43,17 +50,29 @@ def _load_compare(path: Path) -> dict:
 def _load_run(path: Path) -> dict:
     from atft.evaluation.evaluate import evaluate
 
-    if not (path / "evaluation_test.json").is_file():
+    saved = path / "evaluation_test.json"
+    if not saved.is_file() or "lag" not in json.loads(saved.read_text()):  # older files: lag-0 books, iid SEs
         evaluate(run_dir=path, split="test")
-    result = json.loads((path / "evaluation_test.json").read_text())
+    result = json.loads(saved.read_text())
     board = {key: result[key] for key in ("models", "comparisons", "cost_bps", "dataset")}
+    board["lag"] = result.get("lag", TRADEABLE_LAG)
     board.update({"test_days": result["days"], "test_first": result["first"], "test_last": result["last"],
                   "horizons": [int(h.rstrip("d")) for h in result["metrics"]], "folds": 0, "seeds": 1})
     return {"kind": "run", "board": board, "daily": pl.read_parquet(path / "daily_test.parquet"),
             "main_run": path, "title": f"Run {path.name}"}
 
 
+def _se_lags(board: dict, h: int) -> int:
+    """HAC lags of horizon ``h``'s RankIC SE as scored (its days), else from the board's test days."""
+    for by_h in board["models"].values():
+        lags = _num(by_h.get(f"{h}d", {}).get("se_lags", {}).get("mean"))
+        if np.isfinite(lags):
+            return int(lags)
+    return hac_lags(int(board.get("test_days") or 0), h)
+
+
 def summary_table(board: dict) -> str:
+    """Every model and horizon; RankIC also against the lag-1 forward return, the books at the board's lag."""
     rows = []
     for h in board["horizons"]:
         for name, by_h in board["models"].items():
@@ -63,13 +82,21 @@ def summary_table(board: dict) -> str:
                 return _num(m.get(key, {}).get("mean"))
 
             rows.append(f"<tr><td>{html.escape(name)}</td><td>{h}d</td><td>{g('rank_ic'):.4f}</td>"
-                        f"<td>{g('rank_ic_se'):.4f}</td><td>{g('tstat'):.1f}</td><td>{g('ic'):.4f}</td>"
+                        f"<td>{g('rank_ic_se'):.4f}</td><td>{g('tstat'):.1f}</td>"
+                        f"<td>{g('rank_ic_lag1'):.4f} ± {g('rank_ic_lag1_se'):.4f}</td><td>{g('ic'):.4f}</td>"
                         f"<td>{g('sharpe'):.2f}</td><td>{g('sharpe_net'):.2f}</td><td>{g('sharpe_se'):.2f}</td>"
                         f"<td>{g('sharpe_net_beta_neutral'):.2f}</td><td>{g('turnover'):.2f}</td>"
                         f"<td>{g('days'):.0f}</td></tr>")
-    head = ("<tr><th>model</th><th>h</th><th>RankIC</th><th>SE</th><th>t</th><th>IC</th><th>Sharpe</th>"
-            "<th>Sharpe net</th><th>±SE</th><th>net β-neutral</th><th>turnover</th><th>days</th></tr>")
-    return f"<table>{head}{''.join(rows)}</table>"
+    lag = int(board.get("lag", TRADEABLE_LAG))
+    head = ("<tr><th>model</th><th>h</th><th>RankIC</th><th>SE</th><th>t</th><th>RankIC vs lag-1 forward return</th>"
+            f"<th>IC</th><th>Sharpe({lag_label(lag)})</th><th>Sharpe net</th><th>±SE</th><th>net β-neutral</th>"
+            "<th>turnover</th><th>days</th></tr>")
+    lags = ", ".join(f"{h}d: {_se_lags(board, h)}" for h in board["horizons"])
+    note = (f"<p>SE, ±SE and t: {SE_RULE} ({lags}); the Sharpe ±SE is "
+            f"Lo (2002) with that variance of the mean. Books: {lag_text(lag)}. RankIC is against "
+            "target_{h}d (from the close of t); the lag-1 forward return runs from the close of t+1 to t+1+h, "
+            "the part of the move a lag-1 book can still earn.</p>")
+    return f"<table>{head}{''.join(rows)}</table>{note}"
 
 
 def significance_lines(comparisons: list[dict]) -> str:
@@ -83,7 +110,7 @@ def significance_lines(comparisons: list[dict]) -> str:
         else:
             text = f"not distinguishable from {c['other']} ({r['verdict']})"
         items.append(f"<li>{html.escape(c['horizon'])}: {html.escape(c['reference'])} — {html.escape(text)}: "
-                     f"ΔRankIC {diff:+.4f} ± {se:.4f} (t = {t:+.1f}, {r['days']} paired days)</li>")
+                     f"ΔRankIC {diff:+.4f} ± {se:.4f} (HAC SE; t = {t:+.1f}, {r['days']} paired days)</li>")
     return "<ul>" + "".join(items) + "</ul>" if items else "<p>No second model to compare with.</p>"
 
 
@@ -100,8 +127,9 @@ def performance_figures(ctx: dict) -> list[tuple[str, bytes]]:
     cum = {m: (dates, np.nancumsum(seed_mean_series(daily, m, h, "ls_net"))) for m in models}
     if "ls_net_beta_neutral" in part.columns and "atft" in models:
         cum["atft (β-neutral)"] = (dates, np.nancumsum(seed_mean_series(daily, "atft", h, "ls_net_beta_neutral")))
+    lag = lag_label(int(board.get("lag", TRADEABLE_LAG)))
     figs = [("cumulative_long_short", plots.lines_plot(
-        cum, f"Cumulative long-short return, {h}d quintile book, net of {board['cost_bps']:g} bps",
+        cum, f"Cumulative long-short return, {h}d quintile book ({lag}), net of {board['cost_bps']:g} bps",
         "cumulative return (sum)", highlight="atft"))]
     main = "atft" if "atft" in models else (models[0] if models else None)
     ric = seed_mean_series(daily, main, h, "rank_ic") if main else np.array([])
@@ -111,7 +139,7 @@ def performance_figures(ctx: dict) -> list[tuple[str, bytes]]:
     bars = {m: (np.array([_num(board["models"][m].get(g, {}).get("rank_ic", {}).get("mean")) for g in groups]),
                 np.array([_num(board["models"][m].get(g, {}).get("rank_ic_se", {}).get("mean")) for g in groups]))
             for m in models}
-    figs.append(("ic_by_horizon", plots.grouped_bars(groups, bars, "Mean RankIC by horizon (±2 SE)", "RankIC")))
+    figs.append(("ic_by_horizon", plots.grouped_bars(groups, bars, "Mean RankIC by horizon (±2 HAC SE)", "RankIC")))
     figs.append(("quintile_returns", quintile_figure(ctx.get("main_run"))))
     return figs
 
@@ -124,12 +152,15 @@ def quintile_figure(run: Path | None) -> bytes:
     if path is None or not path.is_file():
         return plots.grouped_bars([], {}, "Mean return by prediction quintile", "", "no predictions_test.parquet")
     arrays = frame_to_arrays(read_predictions(path))
-    values = {}
+    values, spreads = {}, []
     for k, h in enumerate(arrays.horizons):
-        mean, se, _ = quantile_mean_returns(arrays.pred[..., k], arrays.target[..., k])
+        mean, se, _ = quantile_mean_returns(arrays.pred[..., k], arrays.target[..., k], horizon=h)
         values[f"{h}d"] = (mean, se)
+        s = quantile_spread(arrays.pred[..., k], arrays.target[..., k], horizon=h)
+        spreads.append(f"{h}d {s['mean']:+.4f} ± {s['se']:.4f}")
     return plots.grouped_bars([f"Q{i + 1}" for i in range(5)], values,
-                              "Mean forward return by prediction quintile (Q5 = highest, ±2 SE)", "mean return")
+                              "Mean forward return by prediction quintile (Q5 = highest, ±2 HAC SE)\n"
+                              f"Q5 − Q1 spread: {'; '.join(spreads)}", "mean return")
 
 
 def training_figures(run: Path | None) -> list[tuple[str, bytes]]:

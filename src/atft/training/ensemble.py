@@ -75,7 +75,7 @@ def train_ensemble(cfg, seeds: int, train_one, resume_from: str | None = None) -
     write_parquet(arrays_to_frame(dates, codes, horizons, pred, target), run_dir / "predictions_test.parquet")
     cost = float(cfg.train.eval.cost_bps)
     test = evaluate_predictions(pred, target, np.isfinite(target), horizons, None, cost,
-                                valid=np.isfinite(pred).all(-1))
+                                valid=np.isfinite(pred).all(-1), lag=int(cfg.train.eval.get("lag", 1)))
     result = clean_json({"test": test, "members": [{"seed": int(cfg.seed) + k, "val": m["val"], "test": m["test"]}
                                                     for k, m in enumerate(members)],
                          "spread": spread(members, horizons),

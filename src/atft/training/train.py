@@ -45,7 +45,7 @@ from atft.checkpoint_io import check_resume, load_checkpoint
 from atft.config import save_config
 from atft.data.panel import Panel, load_panel
 from atft.errors import RunError
-from atft.evaluation.metrics import evaluate_predictions
+from atft.evaluation.metrics import evaluate_predictions, lag_label
 from atft.io_utils import clean_json, write_json, write_parquet
 from atft.model import LinearPath
 from atft.redaction import redact_config
@@ -154,7 +154,7 @@ def _split_metrics(module, dm: PanelDataModule, split: str, cost_bps: float) -> 
     out = module.predict_loader(loader, complete=dm.complete_batch)
     dense = dense_predictions(out["date_idx"], out["stock_idx"], out["pred"], out["y"], out["y_mask"])
     metrics = evaluate_predictions(dense["pred"], dense["target"], dense["mask"], module.horizons, None,
-                                   cost_bps, valid=dense["valid"])
+                                   cost_bps, valid=dense["valid"], lag=module.eval_lag)
     return metrics, out
 
 
@@ -246,7 +246,7 @@ def evaluate_best(module, dm: PanelDataModule, checkpoint: ModelCheckpoint, run_
     test_metrics, out = _split_metrics(module, dm, "test", cost)
     write_test_outputs(run_dir, dm.panel, module.horizons, out)
     info = {"checkpoint": str(best), **chosen, "monitor": checkpoint.monitor,
-            "primary_horizon": module.primary_horizon, "cost_bps": cost,
+            "primary_horizon": module.primary_horizon, "cost_bps": cost, "lag": module.eval_lag,
             "splits": dm.panel.splits.describe(dm.panel.dates),
             "degeneracy_stop": guard.stopped_message if guard is not None else None}
     result = clean_json({"val": val_metrics, "test": test_metrics, "info": info})
@@ -254,8 +254,8 @@ def evaluate_best(module, dm: PanelDataModule, checkpoint: ModelCheckpoint, run_
     h = f"{module.primary_horizon}d"
     t = test_metrics[h]
     log.info("Test (best checkpoint, %s, %d days, cost %.1f bps): IC %.4f | RankIC %.4f | ICIR %.3f | "
-             "Sharpe %.2f | Sharpe net %.2f", h, t["days"], cost, t["ic"], t["rank_ic"], t["icir"], t["sharpe"],
-             t["sharpe_net"])
+             "Sharpe(%s) %.2f | Sharpe net %.2f", h, t["days"], cost, t["ic"], t["rank_ic"], t["icir"],
+             lag_label(module.eval_lag), t["sharpe"], t["sharpe_net"])
     return result
 
 
