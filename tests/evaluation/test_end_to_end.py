@@ -30,7 +30,8 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def tiny_synthetic(folder, stocks=30, days=150, seed=1):
     path = folder / "syn.parquet"
     build_dataset(load_config(["data.build.source=synthetic", f"data.build.out={path}", f"data.build.stocks={stocks}",
-                               f"data.build.days={days}", f"data.build.seed={seed}", "data.build.horizons=[1,5]"]))
+                               f"data.build.days={days}", f"data.build.seed={seed}", "data.build.horizons=[1,5]",
+                               "data.build.synthetic.preset=legacy"]))
     return path
 
 
@@ -97,7 +98,7 @@ def test_report_holds_every_plot(compared):
     parser = _Images()
     parser.feed(report.read_text())
     expected = {"cumulative_long_short", "daily_rank_ic", "ic_by_horizon", "quintile_returns", "training_curves",
-                "validation_rank_ic", "gradient_norms", "degeneracy_resets", "feature_importance"}
+                "validation_rank_ic", "gradient_norms", "degeneracy_resets", "feature_importance", "decomposition"}
     assert {k.removeprefix("plot-") for k in parser.images} == expected
     for src in parser.images.values():
         assert src.startswith("data:image/png;base64,")

@@ -24,6 +24,7 @@ from atft.config import cfg_get
 from atft.errors import InputError
 from atft.evaluation.baselines import BASELINES, SIGNAL_FEATURES, baseline_predictions
 from atft.evaluation.beta import beta_neutral_returns
+from atft.evaluation.decomposition import TOTAL, decompose, oracle_components, oracle_sidecar
 from atft.evaluation.leaderboard import aggregate_runs, clean_json, format_leaderboard, paired_comparisons
 from atft.evaluation.metrics import SE_RULE, TRADEABLE_LAG, daily_metrics, summarise_daily
 from atft.evaluation.predictions import frame_to_arrays, read_predictions
@@ -138,13 +139,15 @@ def baseline_runs(names: list[str], cfg, data_path: Path, panel, splits, seeds: 
     return preds
 
 
-def oracle_predictions(data_path: Path, panel) -> np.ndarray | None:
-    """``oracle_{h}d`` of the synthetic generator's sidecar ``<name>.oracle.parquet``, if there is one."""
-    names = (data_path.name + ".oracle.parquet", data_path.name.removesuffix(".parquet") + ".oracle.parquet")
-    sidecar = next((data_path.with_name(n) for n in names if data_path.with_name(n).is_file()), None)
+def oracle_predictions(data_path: Path, panel, sidecar: tuple | None = None) -> np.ndarray | None:
+    """``oracle_{h}d`` of the synthetic generator's sidecar ``<name>.oracle.parquet``, if there is one.
+
+    ``sidecar``: ``(path, frame)`` already read by :func:`oracle_sidecar` (None: read it here).
+    """
+    sidecar = sidecar or oracle_sidecar(data_path)
     if sidecar is None:
         return None
-    frame = pl.read_parquet(sidecar).with_columns(pl.col("Code").cast(pl.Utf8), pl.col("Date").cast(pl.Date))
+    sidecar, frame = sidecar
     missing = [h for h in panel.horizons if f"oracle_{h}d" not in frame.columns]
     if missing:
         raise InputError(f"oracle sidecar {sidecar} lacks oracle_{missing[0]}d")
@@ -163,12 +166,17 @@ def forward_targets(panel, days: np.ndarray) -> np.ndarray:
     return out
 
 
+def common_support(preds: dict[str, list[np.ndarray]], panel, test_days: np.ndarray) -> np.ndarray:
+    """(day, stock) pairs of the test days where every (model, seed) has every horizon. # [D_test, N]"""
+    support = np.all([np.isfinite(p[test_days]).all(-1) for runs in preds.values() for p in runs], axis=0)
+    return support & panel.M[test_days]
+
+
 def score(preds: dict[str, list[np.ndarray]], panel, test_days: np.ndarray, cost_bps: float,
           lag: int = TRADEABLE_LAG):
     """Metrics and daily series of every (model, seed) on the common support of the test days; books
     traded at execution ``lag``."""
-    support = np.all([np.isfinite(p[test_days]).all(-1) for runs in preds.values() for p in runs], axis=0)
-    support &= panel.M[test_days]  # [D_test, N]
+    support = common_support(preds, panel, test_days)  # [D_test, N]
     h1 = panel.horizons.index(1) if 1 in panel.horizons else None
     returns = panel.Y[..., h1].astype(np.float64) if h1 is not None else None
     neutral = beta_neutral_returns(returns, panel.M)[test_days] if returns is not None else None
@@ -241,10 +249,15 @@ def run_models(cfg, data_path: Path, names: list[str], seeds: int, folds: int | 
         preds[name] = baselines[name] if name in baselines else [
             atft_predictions(cfg, panel, splits, name, seed, out) for seed in range(seeds)]
         log.info("compare: %s done (%d run(s))", name, len(preds[name]))
-    oracle = oracle_predictions(data_path, panel)
-    results, daily, days = score(preds | ({"oracle": [oracle]} if oracle is not None else {}), panel,
-                                 test_days, cost, lag)
+    sidecar = oracle_sidecar(data_path)
+    oracle = oracle_predictions(data_path, panel, sidecar)
+    scored = preds | ({"oracle": [oracle]} if oracle is not None else {})
+    results, daily, days = score(scored, panel, test_days, cost, lag)
     board = aggregate_runs(results, oracle="oracle" if oracle is not None else None)
+    parts = oracle_components(sidecar[1] if sidecar else None, panel)
+    if parts:  # a planted market with components: each model's RankIC against each of them
+        support = common_support(scored, panel, test_days)
+        board["decomposition"] = decompose(scored, {TOTAL: oracle, **parts}, support, test_days, panel.horizons)
     board.update({"dataset": str(data_path), "cost_bps": cost, "lag": lag, "se_method": SE_RULE, "seeds": seeds,
                   "folds": int(folds or 0), "horizons": panel.horizons, "test_days": days,
                   "models_run": list(preds),

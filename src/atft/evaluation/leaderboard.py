@@ -14,6 +14,7 @@ import math
 import numpy as np
 import polars as pl
 
+from atft.evaluation.decomposition import format_decomposition
 from atft.evaluation.metrics import (
     SE_METHOD,
     SE_RULE,
@@ -155,6 +156,7 @@ def format_leaderboard(board: dict) -> str:
             lines.append(f"| {c['horizon']} | {c['reference']} | {c['other']} | {r['diff']:+.4f} | {r['se']:.4f} | "
                          f"{r['t']:+.1f} | {r['verdict']} | {a['diff']:+.1%} | {a['se']:.1%} | {a['verdict']} |")
         lines.append("")
+    lines += format_decomposition(board.get("decomposition"), board.get("horizons", []))
     lines += [f"RankIC: mean daily Spearman correlation; SE: {SE_RULE} "
               "(daily values overlap by h − 1 days at horizon h); t = mean/SE. Sharpe: annualised quintile "
               f"long-short (staggered sub-books for h > 1), {lag_text(lag)}; ±SE: Lo (2002) with the HAC variance "

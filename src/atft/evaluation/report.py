@@ -1,6 +1,7 @@
 """``atft report``: one self-contained HTML file (PNG figures base64-embedded) for a run or compare folder.
 
-Sections: summary table (days, cost, SE, t), paired differences (a difference is only called real
+Sections: summary table (days, cost, SE, t), on a planted market the decomposition (RankIC vs each
+oracle component, table and bars), paired differences (a difference is only called real
 beyond two standard errors), cumulative long-short return vs baselines, daily RankIC and its
 cumulative sum, IC by horizon, mean return by prediction quintile, training/validation curves,
 gradient norms per module, degeneracy resets and feature importance.
@@ -99,6 +100,35 @@ def summary_table(board: dict) -> str:
     return f"<table>{head}{''.join(rows)}</table>{note}"
 
 
+def decomposition_table(board: dict) -> str:
+    """RankIC ± SE of every model against each planted oracle component, per horizon ('' if none)."""
+    dec = board.get("decomposition")
+    if not dec:
+        return ""
+    parts = dec["components"]
+    head = "<tr><th>model</th><th>h</th>" + "".join(f"<th>{html.escape(p)}</th>" for p in parts) + "</tr>"
+    rows = []
+    for h in board["horizons"]:
+        for name, by_h in dec["models"].items():
+            cells = "".join(f"<td>{_num(by_h[f'{h}d'][p]['rank_ic']):.3f} ± {_num(by_h[f'{h}d'][p]['se']):.3f}</td>"
+                            for p in parts)
+            rows.append(f"<tr><td>{html.escape(name)}</td><td>{h}d</td>{cells}</tr>")
+    return ("<h2>Decomposition: RankIC vs each planted component</h2><p>Mean daily Spearman correlation of each "
+            "model's predictions with each planted part of the oracle (total = the oracle), same days and stocks, "
+            f"± SE.</p><table>{head}{''.join(rows)}</table>")
+
+
+def decomposition_figure(board: dict) -> bytes:
+    """Grouped bars: RankIC (±2 SE) of every model against each planted component, primary horizon."""
+    dec, h = board.get("decomposition"), _primary(board)
+    parts = dec["components"] if dec else []
+    bars = {name: (np.array([_num(by_h[f"{h}d"][p]["rank_ic"]) for p in parts]),
+                   np.array([_num(by_h[f"{h}d"][p]["se"]) for p in parts])) for name, by_h in (dec or {}).get(
+        "models", {}).items()}
+    return plots.grouped_bars(parts, bars, f"RankIC vs each planted component ({h}d, ±2 SE)", "RankIC",
+                              "no planted components: a synthetic dataset's oracle sidecar has them")
+
+
 def significance_lines(comparisons: list[dict]) -> str:
     """One sentence per paired comparison; 'higher'/'lower' only beyond 2 SE."""
     items = []
@@ -141,6 +171,7 @@ def performance_figures(ctx: dict) -> list[tuple[str, bytes]]:
             for m in models}
     figs.append(("ic_by_horizon", plots.grouped_bars(groups, bars, "Mean RankIC by horizon (±2 HAC SE)", "RankIC")))
     figs.append(("quintile_returns", quintile_figure(ctx.get("main_run"))))
+    figs.append(("decomposition", decomposition_figure(board)))
     return figs
 
 
@@ -209,7 +240,7 @@ def render(ctx: dict, figures: list[tuple[str, bytes]]) -> str:
              "font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}img{max-width:100%}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(ctx['title'])}</title>"
             f"<style>{style}</style></head><body><h1>{html.escape(ctx['title'])}</h1><p>{meta}</p>"
-            f"<h2>Summary</h2>{summary_table(board)}<h2>Is the difference real?</h2>"
+            f"<h2>Summary</h2>{summary_table(board)}{decomposition_table(board)}<h2>Is the difference real?</h2>"
             "<p>Paired over the same days; a difference inside two standard errors is reported as not "
             f"distinguishable.</p>{significance_lines(board.get('comparisons') or [])}<h2>Figures</h2>{imgs}"
             "</body></html>")
