@@ -1,7 +1,8 @@
 """Command line: parses arguments and dispatches to plain functions. No logic lives here.
 
 Bad input (``InputError``/``ValueError``/``FileNotFoundError``) is printed as one line on stderr with
-exit code 2; set ``ATFT_DEBUG=1`` to see the traceback instead.
+exit code 2, a run that cannot go on (``RunError``) with exit code 1; secrets are redacted from the
+line. Set ``ATFT_DEBUG=1`` to see the traceback instead.
 """
 
 from __future__ import annotations
@@ -146,15 +147,18 @@ def dispatch(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from atft.errors import RunError
+    from atft.redaction import redact
+
     args = build_parser().parse_args(argv)
     try:
         return dispatch(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, RunError) as exc:
         if os.environ.get("ATFT_DEBUG"):
             raise
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"atft: error: {msg}", file=sys.stderr)
-        return 2
+        print(f"atft: error: {redact(msg)}", file=sys.stderr)
+        return 1 if isinstance(exc, RunError) else 2
 
 
 if __name__ == "__main__":

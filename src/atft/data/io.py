@@ -100,8 +100,9 @@ def validate_panel(df: pl.DataFrame, where: str) -> tuple[pl.DataFrame, dict[str
 
     Errors: empty panel, non-numeric values, unparseable dates, missing Code/Date, duplicate
     ``(Code, Date)``, non-positive prices, negative volume. Dropped (counted, not an error): rows
-    whose open/high/low/close is missing (J-Quants reports untraded days that way). A missing
-    ``Volume`` is kept null (counted in the build's quality report), never filled with 0.
+    whose open/high/low/close is missing (J-Quants reports untraded days that way) or NaN/inf. A NaN/inf
+    ``Volume`` is treated as missing, and a missing ``Volume`` is kept null (counted in the build's
+    quality report), never filled with 0.
     """
     if df.height == 0:
         raise InputError(f"{where}: no data rows (expected a daily OHLCV panel)")
@@ -117,6 +118,13 @@ def validate_panel(df: pl.DataFrame, where: str) -> tuple[pl.DataFrame, dict[str
         raise InputError(f"{where}: duplicate (Code, Date) rows, first ({first['Code']!r}, {first['Date']}); "
                          "expected one row per stock and date")
     dropped: dict[str, int] = {}
+    # NaN/inf would flow into every feature of the stock's windows: treated as missing, and counted
+    df = df.with_columns(pl.when(pl.col("Volume").is_finite()).then(pl.col("Volume")).alias("Volume"))
+    nonfinite = pl.any_horizontal(pl.col(c).is_not_null() & ~pl.col(c).is_finite() for c in PRICES)
+    n_nonfinite = df.select(nonfinite.sum()).item()
+    if n_nonfinite:
+        dropped["non-finite open/high/low/close (NaN/inf)"] = int(n_nonfinite)
+        df = df.filter(~nonfinite)
     missing_price = pl.any_horizontal(pl.col(c).is_null() for c in PRICES)
     n_missing = df.select(missing_price.sum()).item()
     if n_missing:

@@ -88,7 +88,7 @@ def train_atft(base_cfg, overrides: list[str], run_dir: Path, run_name: str) -> 
 
     cfg = OmegaConf.merge(base_cfg, OmegaConf.from_dotlist(overrides))
     cfg.run_dir, cfg.run_name = str(run_dir), run_name
-    train(cfg)
+    train(cfg, replace_finished=True)  # a re-run of compare into the same --out recomputes its runs
     return read_predictions(run_dir / "predictions_test.parquet")
 
 

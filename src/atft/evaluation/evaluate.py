@@ -5,7 +5,6 @@ and a table on the console.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -17,7 +16,7 @@ from atft.errors import InputError
 from atft.evaluation.baselines import SIGNAL_FEATURES, baseline_predictions
 from atft.evaluation.leaderboard import aggregate_runs, clean_json, lag_text, paired_comparisons
 from atft.evaluation.metrics import SE_RULE, TRADEABLE_LAG, hac_lags, lag_label
-from atft.io_utils import write_json, write_parquet
+from atft.io_utils import read_json, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +30,11 @@ def _resolve(run_dir, checkpoint, data_path):
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
         raise InputError(f"run folder {run_dir} has no config.yaml (expected a folder written by `atft train`)")
-    cfg = OmegaConf.load(cfg_path)
+    try:
+        cfg = OmegaConf.load(cfg_path)
+    except Exception as exc:  # noqa: BLE001 - yaml/omegaconf raise many types for a damaged file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise InputError(f"run config {cfg_path} is damaged (not valid YAML: {first}); restore it") from None
     return run_dir, checkpoint, cfg, Path(data_path or cfg.data.path)
 
 
@@ -41,7 +44,7 @@ def run_splits_cfg(cfg, run_dir: Path):
     record = run_dir / "data.json"
     if not record.is_file():
         return cfg
-    splits = json.loads(record.read_text())["splits"]
+    splits = read_json(record, "run record")["splits"]
     if not (splits["train"]["last"] and splits["val"]["last"]):
         return cfg
     return OmegaConf.merge(cfg, {"data": {"split": {"train_end": splits["train"]["last"],

@@ -17,6 +17,7 @@ import lightning.pytorch as pl
 
 from atft.evaluation.metrics import TRADEABLE_LAG, lag_label
 from atft.io_utils import clean_json
+from atft.redaction import RedactingFilter
 
 log = logging.getLogger("atft.training")
 FORMAT = "%(asctime)s %(levelname)s %(message)s"
@@ -35,8 +36,10 @@ def setup_run_logging(log_file: Path | None, console: bool = True) -> list[loggi
         handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
     if console:
         handlers.append(logging.StreamHandler(sys.stdout))
+    redacting = RedactingFilter()
     for handler in handlers:
         handler.setFormatter(logging.Formatter(FORMAT, "%Y-%m-%d %H:%M:%S"))
+        handler.addFilter(redacting)  # secrets never reach the log file or the console
         root.addHandler(handler)
     root.propagate = False  # pytest / the caller's root logger would print every line twice
     return handlers

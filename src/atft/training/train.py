@@ -27,8 +27,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -39,23 +41,33 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from atft.checkpoint_io import check_resume, load_checkpoint
 from atft.config import save_config
 from atft.data.panel import Panel, load_panel
+from atft.errors import RunError
 from atft.evaluation.metrics import evaluate_predictions, lag_label
 from atft.io_utils import clean_json, write_json, write_parquet
 from atft.model import LinearPath
+from atft.redaction import redact_config
+from atft.run_lock import claim_run_dir
 from atft.training.datamodule import PanelDataModule
 from atft.training.degeneracy import DegeneracyGuard
 from atft.training.grad_monitor import GradientMonitor
 from atft.training.linear_init import ridge_fit
 from atft.training.module import ATFTLightningModule, dense_predictions
+from atft.training.nonfinite import NonFiniteGuard
 from atft.training.run_logging import EpochSummary, setup_run_logging, teardown_run_logging
 
 log = logging.getLogger("atft.training")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints are written to ``<name>.tmp`` and renamed, so a crash never leaves a torn file."""
+    """Checkpoints are written to ``<name>.tmp`` and renamed, so a crash never leaves a torn file; read back
+    with ``weights_only=True`` (:func:`atft.checkpoint_io.load_checkpoint`)."""
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        """``--resume-from`` goes through the weights-only loader too (``weights_only`` is always True)."""
+        return load_checkpoint(path, map_location=map_location)
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         path = Path(path)
@@ -103,13 +115,25 @@ def build_callbacks(cfg, run_dir: Path) -> tuple[list[pl.Callback], ModelCheckpo
     return callbacks, checkpoint, guard
 
 
+def build_strategy(trainer_cfg):
+    """``ddp`` gets a bounded collective timeout (``ddp_timeout_s``), so a lost worker ends the run instead
+    of leaving the others waiting on it (torch's default is 30 minutes); any other strategy is passed on."""
+    if str(trainer_cfg.strategy) != "ddp":
+        return trainer_cfg.strategy
+    from datetime import timedelta
+
+    from lightning.pytorch.strategies import DDPStrategy
+
+    return DDPStrategy(timeout=timedelta(seconds=float(trainer_cfg.ddp_timeout_s)))
+
+
 def build_trainer(cfg, run_dir: Path, callbacks: list[pl.Callback], n_batches: int) -> pl.Trainer:
     t = cfg.train.trainer
     progress = t.enable_progress_bar
     if progress is None:
         progress = sys.stderr.isatty()  # a progress bar in a log file is noise
     return pl.Trainer(
-        max_epochs=int(t.max_epochs), accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
+        max_epochs=int(t.max_epochs), accelerator=t.accelerator, devices=t.devices, strategy=build_strategy(t),
         precision=str(t.precision), gradient_clip_val=t.gradient_clip_val, deterministic=bool(t.deterministic),
         logger=TensorBoardLogger(str(run_dir), name="tensorboard", version=""), callbacks=callbacks,
         enable_progress_bar=bool(progress), enable_model_summary=False, num_sanity_val_steps=0,
@@ -121,7 +145,7 @@ def data_record(panel: Panel) -> dict:
     return {"source": panel.source, "features": panel.feature_names, "horizons": panel.horizons,
             "shape": {"days": int(panel.X.shape[0]), "stocks": int(panel.X.shape[1]),
                       "features": int(panel.X.shape[2])},
-            "splits": panel.splits.describe(panel.dates), "notes": panel.notes,
+            "splits": panel.splits.describe(panel.dates), "notes": panel.notes, "nonfinite": panel.nonfinite,
             "scaler": panel.scaler.to_dict(panel.feature_names)}
 
 
@@ -196,7 +220,7 @@ def select_model(module, checkpoint: ModelCheckpoint, init: dict | None) -> dict
     """Load the selected weights into ``module``: the best epoch, or the initial model where it scored
     better on validation (then written to ``best.ckpt`` too, so evaluate/predict use the same model)."""
     best = checkpoint.best_model_path or checkpoint.last_model_path
-    ckpt = torch.load(best, map_location=module.device, weights_only=False) if best and Path(best).is_file() else None
+    ckpt = load_checkpoint(best, map_location=module.device) if best and Path(best).is_file() else None
     chosen = {"selected": f"epoch {int(ckpt['epoch']) + 1}" if ckpt else "last weights",
               "best_score": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None}
     if _prefer_initial(init, checkpoint.best_model_score, str(checkpoint.mode)):
@@ -246,47 +270,92 @@ def dry_run(module: ATFTLightningModule, dm: PanelDataModule) -> dict:
     return {"dry_run": True, "loss": float(terms["loss"].detach()), "batch_shape": list(batch["x"].shape)}
 
 
-def train(cfg, resume_from: str | None = None, dry_run_only: bool = False) -> dict:
-    """Train on ``cfg.data.path``; returns the content of ``metrics.json`` (``{}`` on DDP worker ranks)."""
+def train(cfg, resume_from: str | None = None, dry_run_only: bool = False, replace_finished: bool = False) -> dict:
+    """Train on ``cfg.data.path``; returns the content of ``metrics.json`` (``{}`` on DDP worker ranks).
+
+    Each run folder is locked for its run's life (:mod:`atft.run_lock`); a finished run's folder is
+    refused unless ``resume_from`` continues it or ``replace_finished`` (a caller recomputing its own
+    sub-runs). A lost DDP worker ends the run with a :class:`RunError`.
+    """
+    redact_config(cfg)  # no secret reaches config.yaml, a checkpoint or TensorBoard
     seeds = int((cfg.train.get("ensemble") or {}).get("seeds") or 1)
     if seeds > 1 and not dry_run_only:
         from atft.training.ensemble import train_ensemble
 
-        return train_ensemble(cfg, seeds, train_one, resume_from)
-    return train_one(cfg, resume_from, dry_run_only)
+        return train_ensemble(cfg, seeds, partial(train_one, replace_finished=replace_finished), resume_from)
+    return train_one(cfg, resume_from, dry_run_only, replace_finished)
 
 
-def train_one(cfg, resume_from: str | None = None, dry_run_only: bool = False) -> dict:
-    """One model: panel -> fit -> selection -> the test split scored once."""
+def train_one(cfg, resume_from: str | None = None, dry_run_only: bool = False,
+              replace_finished: bool = False) -> dict:
+    """One model: lock the run folder -> panel -> fit -> selection -> the test split scored once."""
+    masked = redact_config(cfg)
     run_dir = resolve_run_dir(cfg)
     cfg.run_dir = str(run_dir)
     cfg.run_name = cfg.get("run_name") or run_dir.name
+    claim = _rank() == 0 and not dry_run_only
+    lock = claim_run_dir(run_dir, resume_from, "train", replace_finished) if claim else None
     log_file = Path(cfg.train.get("log_dir") or "_logs/training") / f"{cfg.run_name}.log"
     handlers = setup_run_logging(log_file if _rank() == 0 and not dry_run_only else None, console=_rank() == 0)
+    if lock is not None and lock.stale_message:
+        log.warning(lock.stale_message)
+    if masked:
+        log.warning("config keys %s held a secret value; masked in this run's records", ", ".join(masked))
     try:
-        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-        panel = load_panel(cfg.data.path, cfg.data, model_cfg=cfg.model)
-        log.info("run %s: %s", cfg.run_name, json.dumps(panel.splits.describe(panel.dates)))
-        module = ATFTLightningModule(cfg, len(panel.feature_names), panel.horizons)
-        dm = PanelDataModule(cfg, panel)
-        dm.setup("fit")
-        if dry_run_only:
-            return dry_run(module, dm)
-        if _rank() == 0:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, run_dir / "config.yaml")
-            write_json(run_dir / "data.json", data_record(panel))
-            log.info("log file %s, run folder %s", log_file, run_dir)
-        if resume_from is None:
-            warm_start_linear_path(module, dm)
-        init = initial_candidate(module, dm) if resume_from is None and _rank() == 0 else None
-        callbacks, checkpoint, guard = build_callbacks(cfg, run_dir)
-        trainer = build_trainer(cfg, run_dir, callbacks, len(dm.train_dataloader()))
-        trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
-        if guard is not None and guard.stopped_message:
-            log.error("training stopped early by the degeneracy guard; evaluating the best checkpoint so far")
-        if not trainer.is_global_zero:
-            return {}
-        return evaluate_best(module, dm, checkpoint, run_dir, guard, init)
+        return _train(cfg, run_dir, log_file, resume_from, dry_run_only)
+    except RuntimeError as exc:
+        if not distributed_failure(exc, cfg):
+            raise
+        raise RunError(lost_worker_message(exc, run_dir)) from None
     finally:
         teardown_run_logging(handlers)
+        if lock is not None:
+            lock.release()
+
+
+DIST_FAILURE_MARKERS = ("Connection closed by peer", "Connection reset by peer", "remote worker", "gloo", "NCCL")
+
+
+def distributed_failure(exc: BaseException, cfg) -> bool:
+    """Whether ``exc`` is a DDP collective/rendezvous failure (a lost worker, a timeout), not a bug."""
+    if str(cfg.train.trainer.strategy) != "ddp":
+        return False
+    return isinstance(exc, torch.distributed.DistError) or any(m in str(exc) for m in DIST_FAILURE_MARKERS)
+
+
+def lost_worker_message(exc: BaseException, run_dir: Path) -> str:
+    """One line for a distributed failure: what happened, and how to finish the run."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    first = re.sub(r"^\[[^\]]*\]\s*", "", first)[:160]  # gloo prefixes its source location
+    return (f"a distributed worker was lost ({first}); resume with --run-dir {run_dir} "
+            f"--resume-from {run_dir / 'checkpoints' / 'last.ckpt'}")
+
+
+def _train(cfg, run_dir: Path, log_file: Path, resume_from: str | None, dry_run_only: bool) -> dict:
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    panel = load_panel(cfg.data.path, cfg.data, model_cfg=cfg.model)
+    if resume_from:
+        check_resume(resume_from, panel.feature_names, panel.horizons)
+    log.info("run %s: %s", cfg.run_name, json.dumps(panel.splits.describe(panel.dates)))
+    module = ATFTLightningModule(cfg, len(panel.feature_names), panel.horizons)
+    dm = PanelDataModule(cfg, panel)
+    dm.setup("fit")
+    if dry_run_only:
+        return dry_run(module, dm)
+    if _rank() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        write_json(run_dir / "data.json", data_record(panel))
+        log.info("log file %s, run folder %s", log_file, run_dir)
+    if resume_from is None:
+        warm_start_linear_path(module, dm)
+    init = initial_candidate(module, dm) if resume_from is None and _rank() == 0 else None
+    callbacks, checkpoint, guard = build_callbacks(cfg, run_dir)
+    callbacks.append(NonFiniteGuard.from_config(cfg, panel.dates))
+    trainer = build_trainer(cfg, run_dir, callbacks, len(dm.train_dataloader()))
+    trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
+    if guard is not None and guard.stopped_message:
+        log.error("training stopped early by the degeneracy guard; evaluating the best checkpoint so far")
+    if not trainer.is_global_zero:
+        return {}
+    return evaluate_best(module, dm, checkpoint, run_dir, guard, init)

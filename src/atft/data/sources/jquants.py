@@ -26,6 +26,8 @@ import polars as pl
 
 from atft.data.io import canonical_columns, parse_dates
 from atft.errors import InputError
+from atft.io_utils import read_parquet
+from atft.redaction import redact
 
 KEY_ENV = "JQUANTS_API_KEY"
 
@@ -81,7 +83,7 @@ def _pull(start: str, end: str, every: int) -> tuple[pl.DataFrame, pl.DataFrame]
             snapshots = [m.assign(AsOf=d) for d, m in zip(days, pool.map(lambda d: client.get_eq_master(date=d), days))]
     except requests.RequestException as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"J-Quants request failed: {first}") from None
+        raise InputError(f"J-Quants request failed: {redact(first)}") from None
     master = pd.concat(snapshots, ignore_index=True)
     master["Code"] = master["Code"].astype(str)
     return pl.from_pandas(quotes), pl.from_pandas(master[["AsOf", "Code", "S33Nm", "MktNm"]])
@@ -119,7 +121,7 @@ def load_jquants(start, end, cache_dir, master_every: int = 1) -> tuple[pl.DataF
     master_path = cache / f"listed_info_{start}_{end}_every{int(master_every)}.parquet"
     cached = quotes_path.is_file() and master_path.is_file()
     if cached:
-        quotes, master = pl.read_parquet(quotes_path), pl.read_parquet(master_path)
+        quotes, master = read_parquet(quotes_path, "J-Quants cache"), read_parquet(master_path, "J-Quants cache")
     else:
         quotes, master = _pull(start, end, master_every)
         _write_cache(quotes, quotes_path)
