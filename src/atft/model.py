@@ -135,7 +135,8 @@ class ATFT_GAT_FAN(nn.Module):
         mask ``[B, T]`` bool, True where the step is valid (None: all valid; invalid steps are zeroed
         and hidden from attention).
 
-        Returns ``predictions [B, H]``, ``quantiles [B, H, Q]`` (quantile heads only),
+        Returns ``predictions [B, H]``, ``deep_predictions [B, H]`` (the deep branch without the linear
+        path), ``quantiles [B, H, Q]`` (quantile heads only),
         ``projected_features`` / ``normalized_features [B, T, C]``, ``feature_weights [B, F]``,
         ``temporal_embedding`` / ``graph_embedding [B, C]``.
         """
@@ -154,9 +155,11 @@ class ATFT_GAT_FAN(nn.Module):
         fused = self.fusion(temporal, graph)  # [B, C]
         if context is not None:
             fused = fused + context  # what the instance norm removed, fed forward (docs/model.md)
-        out = self.prediction_head(fused) + linear[..., None]  # [B, H, Q]
+        deep = self.prediction_head(fused)  # [B, H, Q]
+        out = deep + linear[..., None]  # [B, H, Q]
         result = {
             "predictions": out[..., self.median_index],  # [B, H]
+            "deep_predictions": deep[..., self.median_index],  # [B, H] the deep branch alone
             "projected_features": projected,
             "normalized_features": normalized,
             "feature_weights": weights.mean(dim=1),  # [B, F]

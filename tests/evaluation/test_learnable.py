@@ -93,6 +93,6 @@ def test_default_settings_do_not_overfit_and_select_on_validation(tmp_path, one_
     info = json.loads((run / "metrics.json").read_text())["info"]
     if info["selected"].startswith("epoch"):
         assert int(info["selected"].split()[1]) == int(np.argmax(val)) + 1
-        assert info["best_score"] == pytest.approx(val.max(), abs=1e-9)
+        assert info["best_score"] == pytest.approx(val.max(), abs=1e-6)  # float32 in the checkpoint
     else:
         assert info["initial_score"] >= val.max()

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from atft.config import cfg_get
 from atft.errors import InputError
 from atft.evaluation.metrics import TRADEABLE_LAG, evaluate_predictions
-from atft.model import build_model
+from atft.model import NoPath, build_model
 from atft.training.losses import multi_horizon_loss
 
 
@@ -151,11 +151,15 @@ class ATFTLightningModule(pl.LightningModule):
     def eval_prediction_terms(self, batch: dict) -> dict[str, torch.Tensor]:
         """Loss terms (``pred_std``, ``target_std`` ...) of an eval-mode forward of ``batch``: the predictions
         the model makes, without dropout noise. For the degeneracy guard's check steps; every module's
-        train/eval mode is restored afterwards."""
+        train/eval mode is restored afterwards. With a linear path the terms are those of the deep branch
+        alone: the path's ridge-like spread would hide a network that has collapsed behind it."""
         modes = [(m, m.training) for m in self.modules()]
         self.eval()
         try:
-            return self.loss_terms(self(batch), batch)
+            out = self(batch)
+            if "deep_predictions" in out and not isinstance(self.model.linear_path, NoPath):
+                out = {**out, "predictions": out["deep_predictions"]}
+            return self.loss_terms(out, batch)
         finally:
             for m, mode in modes:
                 m.training = mode
