@@ -96,9 +96,14 @@ def resolve_run_dir(cfg) -> Path:
 def build_callbacks(cfg, run_dir: Path) -> tuple[list[pl.Callback], ModelCheckpoint, DegeneracyGuard | None]:
     ck = cfg.train.checkpoint
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=ck.monitor,
-                                 mode=ck.mode, save_top_k=1, save_last=True, auto_insert_metric_name=False,
+                                 mode=ck.mode, save_top_k=1, auto_insert_metric_name=False,
                                  enable_version_counter=False)
-    callbacks: list[pl.Callback] = [checkpoint, EpochSummary(run_dir / "metrics.jsonl")]
+    # last.ckpt is its own callback: Lightning's save_last writes "last" only on epochs that also saved a
+    # top-k checkpoint, so after an epoch that did not improve it would still hold the best epoch, and
+    # --resume-from last.ckpt would silently go back in time
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                           auto_insert_metric_name=False, enable_version_counter=False)
+    callbacks: list[pl.Callback] = [checkpoint, last, EpochSummary(run_dir / "metrics.jsonl")]
     stop = cfg.train.get("early_stopping") or {}
     if stop.get("patience"):
         callbacks.append(EarlyStopping(monitor=ck.monitor, mode=ck.mode, patience=int(stop.patience),
@@ -216,10 +221,16 @@ def _prefer_initial(init: dict | None, best_score, mode: str) -> bool:
     return init["score"] > float(best_score) if mode == "max" else init["score"] < float(best_score)
 
 
+def selected_path(checkpoint: ModelCheckpoint) -> str:
+    """The best checkpoint, else ``last.ckpt`` beside it (no epoch had a finite monitor value)."""
+    last = Path(checkpoint.dirpath) / "last.ckpt"
+    return checkpoint.best_model_path or (str(last) if last.is_file() else "")
+
+
 def select_model(module, checkpoint: ModelCheckpoint, init: dict | None) -> dict:
     """Load the selected weights into ``module``: the best epoch, or the initial model where it scored
     better on validation (then written to ``best.ckpt`` too, so evaluate/predict use the same model)."""
-    best = checkpoint.best_model_path or checkpoint.last_model_path
+    best = selected_path(checkpoint)
     ckpt = load_checkpoint(best, map_location=module.device) if best and Path(best).is_file() else None
     chosen = {"selected": f"epoch {int(ckpt['epoch']) + 1}" if ckpt else "last weights",
               "best_score": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None}
@@ -240,7 +251,7 @@ def evaluate_best(module, dm: PanelDataModule, checkpoint: ModelCheckpoint, run_
                   init: dict | None = None) -> dict:
     """Load the selected model (``select_model``), score validation and the test split once, write outputs."""
     chosen = select_model(module, checkpoint, init)
-    best = checkpoint.best_model_path or checkpoint.last_model_path
+    best = selected_path(checkpoint)
     cost = float(module.cfg.train.eval.cost_bps)
     val_metrics, _ = _split_metrics(module, dm, "val", cost)
     test_metrics, out = _split_metrics(module, dm, "test", cost)
