@@ -73,7 +73,9 @@ def resolve_run_dir(cfg) -> Path:
     return path
 
 
-def build_callbacks(cfg, run_dir: Path) -> tuple[list[pl.Callback], ModelCheckpoint, DegeneracyGuard | None]:
+def build_callbacks(cfg, run_dir: Path, extra_callbacks=()) -> tuple[list[pl.Callback], ModelCheckpoint,
+                                                                    DegeneracyGuard | None]:
+    """Checkpoint, epoch summary, degeneracy guard, gradient monitor; ``extra_callbacks`` (e.g. a pruner) last."""
     ck = cfg.train.checkpoint
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=ck.monitor,
                                  mode=ck.mode, save_top_k=1, save_last=True, auto_insert_metric_name=False,
@@ -88,7 +90,7 @@ def build_callbacks(cfg, run_dir: Path) -> tuple[list[pl.Callback], ModelCheckpo
                                          module_norms=bool(mon.grad_monitor.enabled),
                                          encoder_hooks=bool(mon.encoder_grad_hooks),
                                          jsonl_path=run_dir / "grad_norms.jsonl"))
-    return callbacks, checkpoint, guard
+    return callbacks + list(extra_callbacks), checkpoint, guard
 
 
 def build_trainer(cfg, run_dir: Path, callbacks: list[pl.Callback], n_batches: int) -> pl.Trainer:
@@ -139,16 +141,22 @@ def write_test_outputs(run_dir: Path, panel: Panel, horizons: list[int], out: di
     write_json(run_dir / "feature_importance.json", importance)
 
 
-def evaluate_best(module, dm: PanelDataModule, checkpoint: ModelCheckpoint, run_dir: Path, guard) -> dict:
-    """Load the best checkpoint (else the last), score validation and the test split once, write outputs."""
+def evaluate_best(module, dm: PanelDataModule, checkpoint: ModelCheckpoint, run_dir: Path, guard,
+                  score_test: bool = True) -> dict:
+    """Load the best checkpoint (else the last), score validation and the test split once, write outputs.
+
+    With ``score_test=False`` (hyper-parameter search) only validation is scored: ``"test"`` is None.
+    """
     best = checkpoint.best_model_path or checkpoint.last_model_path
     if best and Path(best).is_file():
         state = torch.load(best, map_location=module.device, weights_only=False)["state_dict"]
         module.load_state_dict(state)
     cost = float(module.cfg.train.eval.cost_bps)
     val_metrics, _ = _split_metrics(module, dm, "val", cost)
-    test_metrics, out = _split_metrics(module, dm, "test", cost)
-    write_test_outputs(run_dir, dm.panel, module.horizons, out)
+    test_metrics = None
+    if score_test:
+        test_metrics, out = _split_metrics(module, dm, "test", cost)
+        write_test_outputs(run_dir, dm.panel, module.horizons, out)
     info = {"checkpoint": str(best), "best_score": float(checkpoint.best_model_score)
             if checkpoint.best_model_score is not None else None, "monitor": checkpoint.monitor,
             "primary_horizon": module.primary_horizon, "cost_bps": cost,
@@ -157,6 +165,11 @@ def evaluate_best(module, dm: PanelDataModule, checkpoint: ModelCheckpoint, run_
     result = clean_json({"val": val_metrics, "test": test_metrics, "info": info})
     write_json(run_dir / "metrics.json", result)
     h = f"{module.primary_horizon}d"
+    if test_metrics is None:
+        v = val_metrics[h]
+        log.info("Validation (best checkpoint, %s, %d days): RankIC %.4f; test split not scored", h, v["days"],
+                 v["rank_ic"])
+        return result
     t = test_metrics[h]
     log.info("Test (best checkpoint, %s, %d days, cost %.1f bps): IC %.4f | RankIC %.4f | ICIR %.3f | "
              "Sharpe %.2f | Sharpe net %.2f", h, t["days"], cost, t["ic"], t["rank_ic"], t["icir"], t["sharpe"],
@@ -175,8 +188,14 @@ def dry_run(module: ATFTLightningModule, dm: PanelDataModule) -> dict:
     return {"dry_run": True, "loss": float(terms["loss"].detach()), "batch_shape": list(batch["x"].shape)}
 
 
-def train(cfg, resume_from: str | None = None, dry_run_only: bool = False) -> dict:
-    """Train on ``cfg.data.path``; returns the content of ``metrics.json`` (``{}`` on DDP worker ranks)."""
+def train(cfg, resume_from: str | None = None, dry_run_only: bool = False, extra_callbacks=(),
+          score_test: bool = True) -> dict:
+    """Train on ``cfg.data.path``; returns the content of ``metrics.json`` (``{}`` on DDP worker ranks).
+
+    Args:
+        extra_callbacks: Lightning callbacks added after the built-in ones (``atft tune``'s pruner).
+        score_test: False seals the test split: its loader raises, nothing on it is scored or written.
+    """
     run_dir = resolve_run_dir(cfg)
     cfg.run_dir = str(run_dir)
     cfg.run_name = cfg.get("run_name") or run_dir.name
@@ -187,7 +206,7 @@ def train(cfg, resume_from: str | None = None, dry_run_only: bool = False) -> di
         panel = load_panel(cfg.data.path, cfg.data, model_cfg=cfg.model)
         log.info("run %s: %s", cfg.run_name, json.dumps(panel.splits.describe(panel.dates)))
         module = ATFTLightningModule(cfg, len(panel.feature_names), panel.horizons)
-        dm = PanelDataModule(cfg, panel)
+        dm = PanelDataModule(cfg, panel, sealed=() if score_test else ("test",))
         dm.setup("fit")
         if dry_run_only:
             return dry_run(module, dm)
@@ -196,13 +215,13 @@ def train(cfg, resume_from: str | None = None, dry_run_only: bool = False) -> di
             save_config(cfg, run_dir / "config.yaml")
             write_json(run_dir / "data.json", data_record(panel))
             log.info("log file %s, run folder %s", log_file, run_dir)
-        callbacks, checkpoint, guard = build_callbacks(cfg, run_dir)
+        callbacks, checkpoint, guard = build_callbacks(cfg, run_dir, extra_callbacks)
         trainer = build_trainer(cfg, run_dir, callbacks, len(dm.train_dataloader()))
         trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
         if guard is not None and guard.stopped_message:
             log.error("training stopped early by the degeneracy guard; evaluating the best checkpoint so far")
         if not trainer.is_global_zero:
             return {}
-        return evaluate_best(module, dm, checkpoint, run_dir, guard)
+        return evaluate_best(module, dm, checkpoint, run_dir, guard, score_test=score_test)
     finally:
         teardown_run_logging(handlers)
