@@ -63,7 +63,7 @@ def apply_params(cfg: DictConfig, params: dict) -> DictConfig:
 
 
 def _distribution(key: str, spec, path: Path) -> optuna.distributions.BaseDistribution:
-    where = f"{path}: {key}"
+    where = f"--space {path}: {key}"
     if not isinstance(spec, dict):
         raise InputError(f"{where} is {spec!r}; expected {{low: A, high: B}} or {{choices: [...]}}")
     if "choices" in spec:

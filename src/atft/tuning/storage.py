@@ -30,6 +30,11 @@ def default_storage(out: Path) -> str:
     return f"sqlite:///{(out / 'study.db').resolve()}"
 
 
+def normalise_url(url: str) -> str:
+    """``postgresql://`` -> ``postgresql+psycopg2://``: the driver we ship (SQLAlchemy 2.1 defaults to psycopg 3)."""
+    return "postgresql+psycopg2://" + url.removeprefix("postgresql://") if url.startswith("postgresql://") else url
+
+
 def mask_url(url: str) -> str:
     """The URL with its password hidden (for logs, errors and tune.json)."""
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
@@ -39,7 +44,7 @@ def _engine(url: str):
     import sqlalchemy
 
     try:
-        return sqlalchemy.create_engine(url)
+        return sqlalchemy.create_engine(normalise_url(url))
     except Exception as exc:  # noqa: BLE001 - unknown dialect, missing driver, malformed URL
         raise InputError(f"--storage {mask_url(url)} is not a usable SQLAlchemy URL: "
                          f"{str(exc).strip().splitlines()[0]}") from None
@@ -76,7 +81,7 @@ def existing_space(url: str, study: str) -> str | None:
 def open_storage(url: str, heartbeat_interval: int | None, grace_period: int | None):
     """Optuna's ``RDBStorage`` at ``url`` with heartbeats (None: off)."""
     try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+        return optuna.storages.RDBStorage(normalise_url(url), heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                                           engine_kwargs={"pool_pre_ping": True})
     except Exception as exc:  # noqa: BLE001 - every connection failure is the user's URL or server
         raise InputError(f"--storage {mask_url(url)} cannot be reached: "
