@@ -118,7 +118,7 @@ def test_two_processes_share_one_postgres_study(tmp_path, market, postgres_url):
                                     cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     text=True)
              for name, n in asked.items()}
-    for name, proc in procs.items():
+    for proc in procs.values():
         output = proc.communicate(timeout=600)[0]
         assert proc.returncode == 0, output[-3000:]
     trials = optuna.load_study(study_name="shared", storage=postgres_url.replace(
