@@ -7,7 +7,8 @@ import json
 import optuna
 import polars as pl
 import pytest
-from conftest import tiny, write_space
+import yaml
+from conftest import SMALL_SPACE, tiny, write_space
 
 import atft.training.datamodule as datamodule
 from atft.cli import main
@@ -34,8 +35,9 @@ def split_log(monkeypatch):
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory, market):
     folder = tmp_path_factory.mktemp("study")
-    space = write_space(folder)
-    summary = tune(market, trials=4, study="small", space=space, out=folder / "out", overrides=tiny(folder))
+    space = write_space(folder, SMALL_SPACE.replace("pruner: none", "pruner: none, refit_models: [ridge, momentum_20d]"))
+    summary = tune(market, trials=4, study="small", space=space, out=folder / "out", refit=True,
+                   overrides=tiny(folder))
     return folder / "out", summary
 
 
@@ -69,12 +71,27 @@ def test_best_yaml_trains_to_the_best_trial_validation_rank_ic(study_dir, tmp_pa
     assert (run / "predictions_test.parquet").is_file()  # a normal run scores the test split
 
 
+def test_refit_scores_the_best_and_the_default_beside_the_baselines(study_dir):
+    out, summary = study_dir
+    board = json.loads((out / "refit" / "leaderboard.json").read_text())
+    assert board["models_run"] == ["atft_tuned", "atft_default", "ridge", "momentum_20d"]
+    assert {c["reference"] for c in board["comparisons"]} == {"atft_tuned"}
+    assert board["test_first"] == summary["test_split_never_used"]["first"]
+    tuned = yaml.safe_load((out / "refit" / "atft_tuned" / "seed0" / "config.yaml").read_text())
+    for key, value in summary["best"]["params"].items():
+        node = tuned
+        for part in key.split("."):
+            node = node[part]
+        assert node == pytest.approx(value) if isinstance(value, float) else node == value, key
+
+
 def test_report_of_a_tune_folder(study_dir):
     out, _ = study_dir
     html = build_report(out).read_text()
     for name in ("optimization_history", "param_importances", "parallel_coordinate", "slice"):
         assert f'id="plot-tune-{name}"' in html
     assert "Best trial" in html and "small" in html
+    assert "Refit: the best config" in html and 'id="plot-cumulative_long_short"' in html
 
 
 def test_search_never_builds_a_test_loader(tmp_path, market, split_log):
