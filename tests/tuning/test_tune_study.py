@@ -56,7 +56,10 @@ def test_four_trials_write_every_output(study_dir):
     assert (frame["duration_s"] > 0).all() and frame["param:train.optimizer.lr"].n_unique() == 4
     best = frame.sort("value", descending=True).row(0, named=True)
     assert summary["best"]["number"] == best["number"] and summary["best"]["value"] == best["value"]
-    assert json.loads((out / "tune.json").read_text())["trials"]["COMPLETE"] == 4
+    saved = json.loads((out / "tune.json").read_text())
+    assert saved["trials"]["COMPLETE"] == 4 and saved["default_trial"]["value"] == frame["value"][0]
+    assert frame.row(0, named=True)["param:model.adaptive_norm"] == "layernorm"  # trial 0: the base config
+    assert frame.row(0, named=True)["param:train.optimizer.lr"] == 1e-3
     log = (out / "tune.log").read_text()
     assert log.count("[TUNE] trial ") == 4 and "best " in log and "changed: " in log
 

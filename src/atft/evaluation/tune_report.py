@@ -63,6 +63,11 @@ def tune_section(path: Path) -> tuple[str, str, list[tuple[str, bytes]]]:
                      f"<table><tr><th>parameter</th><th>value</th></tr>{rows}</table>")
     else:
         parts.append("<h2>Best trial</h2><p>No trial completed.</p>")
+    default = summary.get("default_trial")
+    if default:
+        values = ", ".join(f"{v:.4f}" for v in default.get("fold_values") or [])
+        parts.append(f"<p>The base config (trial 0, enqueued as the yardstick): mean validation RankIC "
+                     f"{default['value']:.4f} (per fold: {values}).</p>")
     parts.append(f"<h2>Trials</h2>{trials_table(frame)}")
     figures = [(f"tune-{name}", (path / f"{name}.png").read_bytes()) for name in TUNE_PLOTS
                if (path / f"{name}.png").is_file()]

@@ -100,7 +100,7 @@ class Objective:
         mark_owner(trial)
         params = self.space.suggest(trial)
         epochs = int(self.base_cfg.train.trainer.max_epochs)
-        values, days = [], []
+        values, days, ses = [], [], []
         for k in range(len(self.splits)):
             cfg = self.fold_cfg(params, k, trial.number)
             try:
@@ -112,8 +112,9 @@ class Objective:
             val = result["val"][self.primary]
             values.append(val["rank_ic"] if val["rank_ic"] is not None else math.nan)
             days.append(int(val["days"]))
-            trial.set_user_attr("fold_values", values)
-            trial.set_user_attr("fold_days", days)
+            ses.append(val.get("rank_ic_se"))
+            for attr, series in (("fold_values", values), ("fold_days", days), ("fold_se", ses)):
+                trial.set_user_attr(attr, series)
         return float(np.mean(values))
 
 

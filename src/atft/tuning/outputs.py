@@ -36,6 +36,7 @@ def trials_frame(study: optuna.Study, folds: int) -> pl.DataFrame:
             "value": [t.value if t.value is not None else None for t in trials]}
     for k in range(folds):
         rows[f"rank_ic_fold{k}"] = [_fold(t, "fold_values", k) for t in trials]
+        rows[f"rank_ic_se_fold{k}"] = [_fold(t, "fold_se", k) for t in trials]
         rows[f"val_days_fold{k}"] = [_fold(t, "fold_days", k) for t in trials]
     rows["last_step"] = [max(t.intermediate_values) if t.intermediate_values else None for t in trials]
     rows["duration_s"] = [t.duration.total_seconds() if t.duration is not None else None for t in trials]
@@ -123,7 +124,13 @@ def write_outputs(study: optuna.Study, base_cfg: DictConfig, out: Path, summary:
         write_best(out / "best.yaml", best_config(base_cfg, best.params), study)
         summary["best"] = {"number": best.number, "value": best.value, "params": best.params,
                            "fold_values": best.user_attrs.get("fold_values"),
-                           "fold_days": best.user_attrs.get("fold_days")}
+                           "fold_days": best.user_attrs.get("fold_days"), "fold_se": best.user_attrs.get("fold_se")}
+        first = study.trials[0]
+        if first.state == optuna.trial.TrialState.COMPLETE and first.system_attrs.get("fixed_params") is not None:
+            summary["default_trial"] = {"number": 0, "value": first.value, "params": first.params,
+                                        "fold_values": first.user_attrs.get("fold_values"),
+                                        "fold_days": first.user_attrs.get("fold_days"),
+                                        "fold_se": first.user_attrs.get("fold_se")}
     else:
         log.warning("[TUNE] no trial completed: no best.yaml")
     summary["plots"] = write_plots(study, out, seed)

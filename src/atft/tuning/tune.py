@@ -88,6 +88,21 @@ def _make_study(url: str, name: str, space: SearchSpace, seed: int) -> optuna.St
     return study
 
 
+def enqueue_defaults(study: optuna.Study, space: SearchSpace, defaults: dict) -> dict:
+    """A new study's first trial is the base config (its values that lie inside the space): the yardstick."""
+    if study.trials or not bool(space.settings.enqueue_default):
+        return {}
+    params = {}
+    for key, dist in space.params.items():
+        try:
+            if dist._contains(dist.to_internal_repr(defaults[key])):
+                params[key] = defaults[key]
+        except (ValueError, TypeError):
+            continue  # e.g. a default that is not one of the choices
+    study.enqueue_trial(params, skip_if_exists=True)
+    return params
+
+
 def tune(data_path, trials: int, study: str | None = None, storage: str | None = None, folds: int | None = None,
          timeout: float | None = None, space=None, out=None, refit: bool = False, overrides=()) -> dict:
     """Run ``trials`` trials of the study; write the outputs (and the refit leaderboard); return tune.json.
@@ -128,6 +143,7 @@ def tune(data_path, trials: int, study: str | None = None, storage: str | None =
         study_obj = _make_study(url, name, search, seed)
         fail_dead_trials(study_obj)
         defaults = {k: OmegaConf.select(cfg, k) for k in search.params}
+        enqueue_defaults(study_obj, search, defaults)
         log.info("[TUNE] study %r at %s: %d trial(s) in this process, %d fold(s), %d already in the study",
                  name, mask_url(url), trials, len(splits), len(study_obj.trials))
         objective = Objective(cfg, search, panel, folds, out, name)
