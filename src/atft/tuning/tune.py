@@ -143,9 +143,10 @@ def tune(data_path, trials: int, study: str | None = None, storage: str | None =
         study_obj = _make_study(url, name, search, seed)
         fail_dead_trials(study_obj)
         defaults = {k: OmegaConf.select(cfg, k) for k in search.params}
+        done = sum(t.state.is_finished() for t in study_obj.get_trials(deepcopy=False))
         enqueue_defaults(study_obj, search, defaults)
-        log.info("[TUNE] study %r at %s: %d trial(s) in this process, %d fold(s), %d already in the study",
-                 name, mask_url(url), trials, len(splits), len(study_obj.trials))
+        log.info("[TUNE] study %r at %s: %d trial(s) in this process, %d fold(s), %d finished before",
+                 name, mask_url(url), trials, len(splits), done)
         objective = Objective(cfg, search, panel, folds, out, name)
         study_obj.optimize(objective, n_trials=int(trials), timeout=timeout, catch=(Exception,),
                            callbacks=[lambda s, t: log.info(progress_line(s, t, defaults))],
