@@ -20,6 +20,7 @@ import optuna
 from omegaconf import OmegaConf
 
 from atft.errors import InputError
+from atft.io_utils import write_json
 from atft.tuning.objective import Objective
 from atft.tuning.outputs import write_outputs
 from atft.tuning.space import SearchSpace, check_choices, dotlist, load_space
@@ -29,6 +30,10 @@ log = logging.getLogger("atft.tuning")
 
 
 def _setup_logging(out: Path) -> list[logging.Handler]:
+    """``[TUNE]`` lines to stdout and ``OUT/tune.log``; Optuna's and Lightning's per-trial chatter off."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our one line per trial replaces Optuna's
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no "GPU available" per fold
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat
     tune_log = logging.getLogger("atft.tuning")
     tune_log.setLevel(logging.INFO)
     tune_log.propagate = False
@@ -136,9 +141,6 @@ def tune(data_path, trials: int, study: str | None = None, storage: str | None =
 
     out.mkdir(parents=True, exist_ok=True)
     handlers = _setup_logging(out)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our one line per trial replaces Optuna's
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no "GPU available" per fold
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
         study_obj = _make_study(url, name, search, seed)
         fail_dead_trials(study_obj)
@@ -152,15 +154,11 @@ def tune(data_path, trials: int, study: str | None = None, storage: str | None =
                            callbacks=[lambda s, t: log.info(progress_line(s, t, defaults))],
                            show_progress_bar=sys.stderr.isatty())
         summary = {"study": name, "storage": mask_url(url), "dataset": str(data_path), "space": str(search.path),
-                   "folds": folds, "folds_used": len(splits), "primary_horizon": objective.primary,
-                   "sampler_seed": seed, "overrides": list(overrides), "fold_splits": [
-                       {k: v for k, v in s.describe(panel.dates).items() if k != "test"} for s in splits],
-                   "test_split_never_used": panel.splits.describe(panel.dates)["test"]}
+                   "folds": folds, "primary_horizon": objective.primary, "sampler_seed": seed,
+                   "overrides": list(overrides), **_split_record(panel, splits)}
         summary = write_outputs(study_obj, cfg, out, summary, seed)
         if refit and "best" in summary:
             summary["refit"] = str(refit_best(cfg, summary["best"]["params"], search, Path(data_path), out))
-            from atft.io_utils import write_json
-
             write_json(out / "tune.json", summary)
         log.info("[TUNE] done: %s; outputs in %s", summary["trials"], out)
         return summary
@@ -168,6 +166,13 @@ def tune(data_path, trials: int, study: str | None = None, storage: str | None =
         for handler in handlers:
             logging.getLogger("atft.tuning").removeHandler(handler)
             handler.close()
+
+
+def _split_record(panel, splits: list) -> dict:
+    """The folds' train / validation dates and the test split the search never used."""
+    folds = [{k: v for k, v in s.describe(panel.dates).items() if k != "test"} for s in splits]
+    return {"folds_used": len(splits), "fold_splits": folds,
+            "test_split_never_used": panel.splits.describe(panel.dates)["test"]}
 
 
 def refit_best(cfg, params: dict, search: SearchSpace, data_path: Path, out: Path) -> Path:
