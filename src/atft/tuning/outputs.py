@@ -102,7 +102,7 @@ def write_plots(study: optuna.Study, folder: Path, seed: int) -> list[str]:
     for name, fn in draw.items():
         path = folder / f"{name}.png"
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), matplotlib.rc_context():  # Optuna switches the style to ggplot
                 warnings.simplefilter("ignore")
                 _save_axes(fn(), path)
         except Exception as exc:  # noqa: BLE001 - e.g. fANOVA needs two finished trials
