@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import optuna
 import pytest
-from conftest import SMALL_SPACE, tiny, write_space
+from tune_helpers import SMALL_SPACE, tiny, write_space
 
 from atft.cli import main
 

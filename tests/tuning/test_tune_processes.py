@@ -16,8 +16,8 @@ from pathlib import Path
 import optuna
 import polars as pl
 import pytest
-from conftest import cli_command, cli_env, run_cli, tiny, write_space
 from optuna.trial import TrialState
+from tune_helpers import cli_command, cli_env, run_cli, tiny, write_space
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import optuna
 import polars as pl
 import pytest
 import yaml
-from conftest import SMALL_SPACE, tiny, write_space
+from tune_helpers import SMALL_SPACE, tiny, write_space
 
 import atft.training.datamodule as datamodule
 from atft.cli import main

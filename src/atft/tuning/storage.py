@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 import socket
+import time
 from pathlib import Path
 
 import optuna
@@ -78,14 +80,21 @@ def existing_space(url: str, study: str) -> str | None:
     return attrs.get("space", "")
 
 
-def open_storage(url: str, heartbeat_interval: int | None, grace_period: int | None):
-    """Optuna's ``RDBStorage`` at ``url`` with heartbeats (None: off)."""
-    try:
-        return optuna.storages.RDBStorage(normalise_url(url), heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                                          engine_kwargs={"pool_pre_ping": True})
-    except Exception as exc:  # noqa: BLE001 - every connection failure is the user's URL or server
-        raise InputError(f"--storage {mask_url(url)} cannot be reached: "
-                         f"{str(exc).strip().splitlines()[0]}") from None
+def open_storage(url: str, heartbeat_interval: int | None, grace_period: int | None, attempts: int = 5):
+    """Optuna's ``RDBStorage`` at ``url`` with heartbeats (None: off).
+
+    Retried a few times: processes started together on a fresh database race to create Optuna's tables
+    (PostgreSQL answers the loser with a unique violation); a moment later the tables are there.
+    """
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(normalise_url(url), heartbeat_interval=heartbeat_interval,
+                                              grace_period=grace_period, engine_kwargs={"pool_pre_ping": True})
+        except Exception as exc:  # noqa: BLE001 - every connection failure is the user's URL or server
+            if attempt == attempts - 1:
+                raise InputError(f"--storage {mask_url(url)} cannot be reached: "
+                                 f"{str(exc).strip().splitlines()[0]}") from None
+            time.sleep(0.5 + random.random())
 
 
 def _pid_alive(pid: int) -> bool:
