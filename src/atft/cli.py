@@ -1,7 +1,8 @@
 """Command line: parses arguments and dispatches to plain functions. No logic lives here.
 
 Bad input (``InputError``/``ValueError``/``FileNotFoundError``) is printed as one line on stderr with
-exit code 2; set ``ATFT_DEBUG=1`` to see the traceback instead.
+exit code 2, a run that cannot go on (``RunError``) with exit code 1; secrets are redacted from the
+line. Set ``ATFT_DEBUG=1`` to see the traceback instead.
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ def _add_model(sub) -> None:
     p.add_argument("overrides", nargs="*")
 
 
+LAG_HELP = ("execution lag of the books in days (default train.eval.lag = 1: a signal from the close of t "
+            "is traded at the close of t+1; 0 is not tradeable)")
+
+
 def _add_evaluation(sub) -> None:
     p = sub.add_parser("evaluate", help="metrics of a trained run on a split (JSON to the run folder)")
     p.add_argument("--run", dest="run_dir", default=None, help="run folder written by `atft train`")
@@ -67,6 +72,7 @@ def _add_evaluation(sub) -> None:
     p.add_argument("--split", choices=["val", "test"], default="test")
     p.add_argument("--cost-bps", type=float, default=None, help="one-way cost on turnover (default train.eval.cost_bps)")
     p.add_argument("--folds", type=int, default=None, help="walk-forward folds (retrains the run's config per fold)")
+    p.add_argument("--lag", type=int, default=None, help=LAG_HELP)
 
     p = sub.add_parser("predict", help="predictions for a trading system")
     p.add_argument("--checkpoint", required=True)
@@ -77,7 +83,7 @@ def _add_evaluation(sub) -> None:
     p = sub.add_parser("backtest", help="long-short and long-only backtests of a predictions file")
     p.add_argument("--predictions", required=True, help="parquet with Code, Date, pred_{h}d, target_1d")
     p.add_argument("--cost-bps", type=float, default=10.0, help="one-way cost per unit traded (default 10)")
-    p.add_argument("--lag", type=int, default=1, help="execution lag in days (default 1: trade the next close)")
+    p.add_argument("--lag", type=int, default=1, help="execution lag in days (default 1: trade the next close; 0 is not tradeable)")
     p.add_argument("--horizon", type=int, default=None, help="which pred_{h}d to trade (default the shortest)")
     p.add_argument("--top-k", type=int, default=None, help="long-only book size (default 10%% of the universe)")
     p.add_argument("--n-drop", type=int, default=None, help="long-only replacements per day (default k // 5)")
@@ -92,6 +98,7 @@ def _add_evaluation(sub) -> None:
                    "atft_san, atft_no_gat, lightgbm, ridge, momentum_20d, reversal_5d")
     p.add_argument("--max-epochs", type=int, default=None)
     p.add_argument("--cost-bps", type=float, default=None)
+    p.add_argument("--lag", type=int, default=None, help=LAG_HELP)
     p.add_argument("overrides", nargs="*", help="Hydra overrides key=value for every ATFT run")
 
     p = sub.add_parser("report", help="self-contained HTML report of a run or compare folder")
@@ -164,15 +171,18 @@ def dispatch(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from atft.errors import RunError
+    from atft.redaction import redact
+
     args = build_parser().parse_args(argv)
     try:
         return dispatch(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, RunError) as exc:
         if os.environ.get("ATFT_DEBUG"):
             raise
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"atft: error: {msg}", file=sys.stderr)
-        return 2
+        print(f"atft: error: {redact(msg)}", file=sys.stderr)
+        return 1 if isinstance(exc, RunError) else 2
 
 
 if __name__ == "__main__":

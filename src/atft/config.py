@@ -14,6 +14,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from atft.errors import InputError
+from atft.redaction import redact
 
 # env var -> (config key, parser). These are the only environment variables that configure a run.
 ENV_SWITCHES: dict[str, tuple[str, type]] = {
@@ -124,5 +125,5 @@ def save_config(cfg: DictConfig, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    tmp.write_text(redact(OmegaConf.to_yaml(cfg, resolve=True)))
     tmp.replace(path)

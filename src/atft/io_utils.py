@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from atft.errors import InputError
+
 
 def clean_json(value):
     """JSON-safe copy: non-finite floats -> None, numpy scalars -> Python numbers, tuples -> lists."""
@@ -37,6 +39,28 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def read_json(path: str | Path, what: str = "file"):
+    """Parse a JSON file we wrote earlier; a damaged one is one ``InputError`` line naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{what} {path} is damaged (not valid JSON: {str(exc).splitlines()[0][:120]}); "
+                         f"restore or rebuild it") from None
+
+
+def read_parquet(path: str | Path, what: str = "file"):
+    """``polars.read_parquet``; a truncated or corrupt file is one ``InputError`` line naming it."""
+    import polars as pl
+
+    path = Path(path)
+    try:
+        return pl.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file for the user
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise InputError(f"{what} {path} is not a readable parquet file (truncated or corrupt?): {first}") from None
 
 
 def write_text(path: str | Path, text: str) -> Path:

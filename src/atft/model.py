@@ -3,7 +3,8 @@
     x [B,T,F] -> variable_selection -> [B,T,F*d_e] -> backbone_projection -> projected_features [B,T,C]
       -> adaptive_norm -> normalized_features [B,T,C] (+ context [B,C] for instance norms)
       -> temporal_encoder -> temporal_embedding [B,C] -> gat (day graph) -> graph_embedding [B,C]
-      -> fusion (gated residual) (+ context) -> prediction_head -> [B,H] / [B,H,Q]
+      -> fusion (gated residual) (+ context) -> prediction_head -> deep [B,H] / [B,H,Q]
+    x[:, -1] [B,F] -> linear_path -> [B,H]; predictions = linear + deep (the deep model learns the residual)
 
 Shape letters: B samples, T lookback, F features, C hidden, H horizons, Q quantiles, E edges.
 """
@@ -26,8 +27,44 @@ from atft.nn.variable_selection import VariableSelectionNetwork
 
 MODULE_NAMES = (
     "variable_selection", "backbone_projection", "adaptive_norm", "temporal_encoder", "gat",
-    "fusion", "prediction_head",
+    "fusion", "prediction_head", "linear_path",
 )
+
+
+class LinearPath(nn.Module):
+    """A linear map from the last day's features to each horizon: ``l = x[:, -1] W + b``.
+
+    The model's output is ``l + deep(x)``, so at ``deep = 0`` ATFT is exactly a linear cross-sectional
+    model, and with ``W`` warm-started at the ridge solution on the training days (``set_weights``,
+    called by ``atft train``) the deep model starts from the linear fit and learns its residual.
+
+    Args:
+        n_features: F.  n_horizons: H.
+
+    Shapes: x ``[B, T, F]`` -> ``[B, H]``.
+    """
+
+    def __init__(self, n_features: int, n_horizons: int):
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_horizons)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    @torch.no_grad()
+    def set_weights(self, weight, bias) -> None:
+        """``weight [F, H]``, ``bias [H]`` (e.g. the ridge fit of ``atft.training.linear_init``)."""
+        self.linear.weight.copy_(torch.as_tensor(weight, dtype=torch.float32).T)
+        self.linear.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x[:, -1])  # [B, H]
+
+
+class NoPath(nn.Module):
+    """The absent linear path (``model.linear_path.enabled=false``): contributes 0."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(())
 
 
 class ATFT_GAT_FAN(nn.Module):
@@ -43,6 +80,10 @@ class ATFT_GAT_FAN(nn.Module):
         gat: ``GraphAttentionBlock`` or ``GraphPassThrough`` (``model.gat.enabled=false``).
         quantiles: optional quantile levels (Q); None -> point forecasts.
         dropout: dropout in the selection, fusion and head (default 0.1).
+        linear_path: ``LinearPath`` (added to the deep output) or ``NoPath``.
+        deep: False switches the deep branch off: predictions are the linear path alone (ablation).
+        deep_init_scale: multiplier on the head's last layer at initialisation (default 1.0); below 1
+            the deep branch starts close to 0, so a warm-started linear path is the starting model.
 
     Shapes: see ``forward``.
     """
@@ -58,6 +99,9 @@ class ATFT_GAT_FAN(nn.Module):
         gat: nn.Module,
         quantiles: Sequence[float] | None = None,
         dropout: float = 0.1,
+        linear_path: nn.Module | None = None,
+        deep: bool = True,
+        deep_init_scale: float = 1.0,
     ):
         super().__init__()
         self.n_features, self.hidden = n_features, hidden
@@ -71,6 +115,11 @@ class ATFT_GAT_FAN(nn.Module):
         self.fusion = GatedFusion(hidden, dropout)
         n_out = len(self.quantiles) if self.quantiles else 1
         self.prediction_head = MultiHorizonHead(hidden, len(self.horizons), n_out, dropout=dropout)
+        with torch.no_grad():
+            self.prediction_head.w2.mul_(deep_init_scale)
+            self.prediction_head.b2.mul_(deep_init_scale)
+        self.linear_path = linear_path if linear_path is not None else NoPath()
+        self.deep = bool(deep)
         # the point forecast of a quantile head is its level closest to the median
         self.median_index = 0 if not self.quantiles else min(
             range(n_out), key=lambda i: abs(self.quantiles[i] - 0.5))
@@ -86,7 +135,8 @@ class ATFT_GAT_FAN(nn.Module):
         mask ``[B, T]`` bool, True where the step is valid (None: all valid; invalid steps are zeroed
         and hidden from attention).
 
-        Returns ``predictions [B, H]``, ``quantiles [B, H, Q]`` (quantile heads only),
+        Returns ``predictions [B, H]``, ``deep_predictions [B, H]`` (the deep branch without the linear
+        path), ``quantiles [B, H, Q]`` (quantile heads only),
         ``projected_features`` / ``normalized_features [B, T, C]``, ``feature_weights [B, F]``,
         ``temporal_embedding`` / ``graph_embedding [B, C]``.
         """
@@ -94,6 +144,9 @@ class ATFT_GAT_FAN(nn.Module):
             if mask.shape != x.shape[:2]:
                 raise ValueError(f"mask must be [B, T] = {tuple(x.shape[:2])}, got {tuple(mask.shape)}")
             x = x * mask.unsqueeze(-1).to(x.dtype)
+        linear = self.linear_path(x)  # [B, H] (or a scalar 0 without the path)
+        if not self.deep:
+            return self._linear_only(x, linear)
         selected, weights = self.variable_selection(x)  # [B, T, F*d_e], [B, T, F]
         projected = self.backbone_projection(selected)  # [B, T, C]
         normalized, context = self.adaptive_norm(projected)  # [B, T, C], [B, C] | None
@@ -102,15 +155,27 @@ class ATFT_GAT_FAN(nn.Module):
         fused = self.fusion(temporal, graph)  # [B, C]
         if context is not None:
             fused = fused + context  # what the instance norm removed, fed forward (docs/model.md)
-        out = self.prediction_head(fused)  # [B, H, Q]
+        deep = self.prediction_head(fused)  # [B, H, Q]
+        out = deep + linear[..., None]  # [B, H, Q]
         result = {
             "predictions": out[..., self.median_index],  # [B, H]
+            "deep_predictions": deep[..., self.median_index],  # [B, H] the deep branch alone
             "projected_features": projected,
             "normalized_features": normalized,
             "feature_weights": weights.mean(dim=1),  # [B, F]
             "temporal_embedding": temporal,
             "graph_embedding": graph,
         }
+        if self.quantiles:
+            result["quantiles"] = out
+        return result
+
+    def _linear_only(self, x: torch.Tensor, linear: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The outputs of ``forward`` with the deep branch off: the linear path, uniform feature weights."""
+        B, _, F = x.shape
+        out = linear.expand(B, len(self.horizons))[..., None].expand(-1, -1, len(self.quantiles or [0]))
+        result = {"predictions": out[..., self.median_index],
+                  "feature_weights": x.new_full((B, F), 1.0 / F)}  # [B, H], [B, F]
         if self.quantiles:
             result["quantiles"] = out
         return result
@@ -142,8 +207,16 @@ def build_model(model_cfg: Mapping, n_features: int, horizons: Sequence[int]) ->
         quantiles = sorted(float(q) for q in quantiles)
         if not all(0.0 < q < 1.0 for q in quantiles):
             raise InputError(f"model.quantiles must lie in (0, 1), got {quantiles}")
+    lin_cfg = cfg_get(model_cfg, "linear_path", {})
+    linear = LinearPath(n_features, len(horizons)) if bool(cfg_get(lin_cfg, "enabled", False)) else None
+    if linear is not None and not bool(cfg_get(lin_cfg, "trainable", True)):
+        linear.requires_grad_(False)  # stays at its warm start; only the deep branch trains
+    deep = bool(cfg_get(model_cfg, "deep", True))
+    if not deep and linear is None:
+        raise InputError("model.deep=false needs model.linear_path.enabled=true (nothing would predict)")
     return ATFT_GAT_FAN(n_features, horizons, hidden, int(cfg_get(model_cfg, "vsn_embed_dim", 8)), norm,
-                        encoder, gat, quantiles, dropout)
+                        encoder, gat, quantiles, dropout, linear, deep,
+                        float(cfg_get(lin_cfg, "deep_init_scale", 1.0)) if linear is not None else 1.0)
 
 
 def _count(module: nn.Module) -> int:

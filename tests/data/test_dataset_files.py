@@ -76,7 +76,8 @@ def test_generic_lowercase_csv_builds(tmp_path, original):
     report = build_dataset(load_config([f"data.build.source={path}", f"data.build.out={out}"]))
     data = pl.read_parquet(out)
     assert report["stocks"] == 5 and data.height == original.height
-    assert set(data["Sector"].unique()) == {"Unknown"} and data.schema["Date"] == pl.Date
+    assert data["Sector"].null_count() == data.height and data.schema["Date"] == pl.Date  # no label, no group
+    assert data["sector_return_5d"].null_count() == data.height
     meta = json.loads((tmp_path / "ds.parquet.meta.json").read_text())
     assert meta["source"]["name"] == "file" and meta["rows"] == data.height
 

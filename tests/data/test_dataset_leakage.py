@@ -10,13 +10,17 @@ from dataset_helpers import build_cfg, random_walk_panel
 from atft.data.build import dataset_frame
 from atft.data.io import validate_panel
 from atft.data.sources.sample import load_sample
+from atft.data.sources.synthetic import synthetic_market
 
 HORIZONS = (1, 5, 10, 20)
 
 
 def _perturb_after(raw: pl.DataFrame, cutoff, seed: int) -> pl.DataFrame:
-    """Scale every price and volume after ``cutoff`` by independent random factors, and plant a 1:2
-    split-like drop (all prices halved from 3 days after the cutoff) in the first stock."""
+    """Scale every price and volume after ``cutoff`` by independent random factors, and plant a 2:1
+    split (all prices halved, volume doubled, from 4 days after the cutoff) in the first stock.
+
+    (Day 4, not 3: on day 3 the first stock of the seed-3 panel trades 4x its usual volume, so a split
+    there would double an already 4x day - causally indistinguishable from a crash, and refused.)"""
     rng = np.random.default_rng(seed)
     after = (raw["Date"] > cutoff).to_numpy()
     out = {}
@@ -27,10 +31,11 @@ def _perturb_after(raw: pl.DataFrame, cutoff, seed: int) -> pl.DataFrame:
     out["High"] = np.maximum.reduce([out["High"], out["Open"], out["Close"]])
     out["Low"] = np.minimum.reduce([out["Low"], out["Open"], out["Close"]])
     later = raw["Date"].unique().sort()
-    split_day = later.filter(later > cutoff)[3]
+    split_day = later.filter(later > cutoff)[4]
     split = ((raw["Code"] == raw["Code"][0]) & (raw["Date"] >= split_day)).to_numpy()
     for col in ("Open", "High", "Low", "Close"):
         out[col][split] *= 0.5
+    out["Volume"][split] *= 2.0
     return raw.with_columns(*[pl.Series(k, v) for k, v in out.items()])
 
 
@@ -67,3 +72,10 @@ def test_no_leakage_sample_panel():
     raw, _ = validate_panel(load_sample()[0], "sample")
     cutoff = raw["Date"].unique().sort()[150]
     _check_no_leak(raw, cutoff, build_cfg(), seed=1)
+
+
+def test_no_leakage_rich_synthetic_panel():
+    # the planted market (sectors, volume spikes and droughts) through the same pipeline: the past holds still
+    raw, _ = validate_panel(synthetic_market(16, 140, seed=4, horizons=[1])[0], "synthetic")
+    cutoff = raw["Date"].unique().sort()[100]
+    _check_no_leak(raw, cutoff, build_cfg(), seed=2)

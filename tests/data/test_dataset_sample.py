@@ -15,6 +15,7 @@ from atft.data.build import build_dataset, dataset_frame
 from atft.data.io import validate_panel
 from atft.data.quality import format_quality_summary
 from atft.data.sources.sample import load_sample
+from atft.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +50,11 @@ def test_sample_outputs(sample_build):
 def test_sample_split_events_flagged(sample_build):
     _, report, _, _ = sample_build
     events = {(e["Code"], e["Date"]): e for e in report["split_events"]}
+    # the six known splits, each corroborated by its volume (the evidence is listed with it)
+    assert {(c, d, e["ratio"]) for (c, d), e in events.items()} == {
+        ("ESRX", "2010-06-08", "2:1"), ("GIS", "2010-06-09", "2:1"), ("DHR", "2010-06-14", "2:1"),
+        ("ETFC", "2010-06-30", "1:10"), ("STR", "2010-07-01", "3:1"), ("WY", "2010-07-20", "3:1")}
+    assert all(e["volume_ratio"] > 0 and e["expected_volume_ratio"] > 0 for e in events.values())
     assert events[("ETFC", "2010-06-30")]["ratio"] == "1:10"
     assert events[("ETFC", "2010-06-30")]["raw_return"] > 5  # the raw move was +732%
     assert events[("GIS", "2010-06-09")]["ratio"] == "2:1"
@@ -105,3 +111,21 @@ def test_market_features_kept_raw_and_constant_per_date(sample_build):
 def test_quality_summary_lists_events(sample_build):
     text = format_quality_summary(sample_build[1])
     assert "ETFC 2010-06-30 ratio 1:10" in text and "stocks 524" in text and "MFE 2010-08-19" in text
+
+
+def test_sample_stocks_missing_from_the_sector_file_have_no_sector(sample_build):
+    """The XML snapshot omits the tickers that later left the index (MFE, GENZ, XTO, ...): they get no
+    sector and no sector features, never a shared group of future leavers."""
+    _, _, data, meta = sample_build
+    assert "Unknown" not in set(data["Sector"].drop_nulls())
+    leavers = data.filter(pl.col("Sector").is_null())
+    assert leavers["Code"].n_unique() == 82 and {"MFE", "GENZ", "XTO"} <= set(leavers["Code"])
+    assert all(leavers[f].null_count() == leavers.height for f in meta["groups"]["sector"])
+
+
+def test_sample_without_sector_labels():
+    """``data.build.sample_sectors=none`` drops the snapshot's labels altogether (no label look-ahead)."""
+    raw, info = load_sample("none")
+    assert raw["Sector"].null_count() == raw.height and info["sectors"] == "none"
+    with pytest.raises(InputError, match="sample_sectors='xml'"):
+        load_sample("xml")

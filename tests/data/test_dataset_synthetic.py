@@ -9,7 +9,9 @@ import polars as pl
 import pytest
 
 from atft.cli import main
-from atft.data.sources.synthetic import PARAMS, _alpha, _structure, synthetic_market
+from atft.data.sources.synthetic import COMPONENTS, PARAMS, _alpha, _structure, synthetic_market
+
+LEGACY = {"preset": "legacy"}  # the pre-preset market: these tests keep its numbers
 
 
 def test_deterministic_per_seed():
@@ -22,7 +24,10 @@ def test_deterministic_per_seed():
 
 def test_ohlcv_consistent_and_static_columns():
     raw, info, oracle = synthetic_market(40, 80, seed=0, horizons=[1, 5, 10, 20])
-    assert raw.height == 40 * 80 and oracle.columns == ["Code", "Date", "oracle_1d", "oracle_5d", "oracle_10d", "oracle_20d"]
+    totals = ["oracle_1d", "oracle_5d", "oracle_10d", "oracle_20d"]
+    parts = [f"oracle_{c}_{h}d" for h in (1, 5, 10, 20) for c in COMPONENTS]
+    assert raw.height == 40 * 80 and oracle.columns == ["Code", "Date", *totals, *parts]
+    assert info["components"] == list(COMPONENTS)
     assert raw.select((pl.col("High") >= pl.max_horizontal("Open", "Close")).all()).item()
     assert raw.select((pl.col("Low") <= pl.min_horizontal("Open", "Close")).all()).item()
     assert (raw["Low"] > 0).all() and (raw["Volume"] > 0).all()
@@ -32,7 +37,7 @@ def test_ohlcv_consistent_and_static_columns():
 
 
 def test_volume_rises_with_absolute_return():
-    raw, _, _ = synthetic_market(50, 120, seed=1, horizons=[1])
+    raw, _, _ = synthetic_market(50, 120, seed=1, horizons=[1], params=LEGACY)
     r = raw.with_columns(
         (pl.col("Close") / pl.col("Close").shift(1).over("Code")).log().abs().alias("a"),
         (pl.col("Volume").log() - pl.col("Volume").log().mean().over("Code")).alias("v"),
@@ -62,7 +67,7 @@ def test_build_writes_oracle_with_planted_ic(tmp_path):
     out = tmp_path / "syn.parquet"
     start = time.perf_counter()
     assert main(["dataset", "build", "--source", "synthetic", "--stocks", "120", "--days", "260", "--seed", "3",
-                 "--out", str(out)]) == 0
+                 "--out", str(out), "data.build.synthetic.preset=legacy"]) == 0
     assert time.perf_counter() - start < 20
     data = pl.read_parquet(out)
     oracle = pl.read_parquet(f"{out}.oracle.parquet")

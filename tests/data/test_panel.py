@@ -50,8 +50,9 @@ def test_dense_shapes_and_target_derived_columns_excluded(tmp_path):
     assert panel.X.shape == (N_DAYS, N_STOCKS, 3) and panel.Y.shape == (N_DAYS, N_STOCKS, 2)
     assert panel.feature_names == ["feat_a", "feat_b", "returns_1d"]
     assert panel.horizons == [1, 2] and panel.M.all() and np.isfinite(panel.X).all()
-    assert panel.sector_id.tolist() == [0, 1, -1, 0, 1, 0]  # missing sector -> -1
-    assert panel.market_id.tolist() == [-1] * N_STOCKS  # no Market column
+    assert panel.sector_id.shape == (N_DAYS, N_STOCKS)  # labels as of each date
+    assert (panel.sector_id == [0, 1, -1, 0, 1, 0]).all()  # missing sector -> -1
+    assert (panel.market_id == -1).all()  # no Market column
     assert panel.returns is not None and panel.notes == ["graph returns from returns_1d"]
 
 

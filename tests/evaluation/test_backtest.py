@@ -8,7 +8,13 @@ import pytest
 
 from atft.errors import InputError
 from atft.evaluation import metrics as mt
-from atft.evaluation.backtest import backtest_books, lag_days, run_backtest, topk_dropout_weights
+from atft.evaluation.backtest import (
+    backtest_books,
+    lag_days,
+    run_backtest,
+    topk_dropout_weights,
+    universe_weights,
+)
 from atft.evaluation.predictions import arrays_to_frame, frame_to_arrays, read_predictions
 
 
@@ -46,7 +52,24 @@ def test_universe_book_is_the_equal_weight_market():
     np.testing.assert_allclose(books["top2_excess"]["gross"], books["top2_drop1"]["gross"] - rets.mean(1))
 
 
-def test_run_backtest_writes_curves_summary_and_plots(tmp_path):
+@pytest.mark.parametrize("lag", [0, 1])
+def test_universe_benchmark_does_not_know_who_trades_tomorrow(lag):
+    """A stock with no row on t + 1 (its next-day return is NaN) is still in the equal-weight universe of
+    day t, held at 1/n and earning 0 as in every book: whether it survives is not known at t."""
+    rng = np.random.default_rng(4)
+    pred, rets = rng.normal(size=(12, 8)), rng.normal(0.01, 0.01, size=(12, 8))
+    vanished = rets.copy()
+    vanished[6, 0] = np.nan  # stock 0 has no row on day 7
+    zero = rets.copy()
+    zero[6, 0] = 0.0
+    a = backtest_books(pred, vanished, horizon=1, cost_bps=0, lag=lag, top_k=2, n_drop=1)["universe_equal_weight"]
+    b = backtest_books(pred, zero, horizon=1, cost_bps=0, lag=lag, top_k=2, n_drop=1)["universe_equal_weight"]
+    np.testing.assert_allclose(a["gross"], b["gross"])
+    assert a["gross"][6] == pytest.approx(rets[6, 1:].sum() / 8)
+    np.testing.assert_allclose(universe_weights(np.isfinite(lag_days(pred, lag))).sum(1)[lag:], 1.0)
+
+
+def test_run_backtest_writes_curves_summary_and_plots(tmp_path, capsys):
     rng = np.random.default_rng(2)
     d_count, n = 60, 30
     signal = rng.normal(size=(d_count, n))
@@ -56,7 +79,8 @@ def test_run_backtest_writes_curves_summary_and_plots(tmp_path):
     frame = arrays_to_frame(dates, codes, [1], signal[..., None], rets[..., None])
     frame.write_parquet(tmp_path / "preds.parquet")
     summary = run_backtest(tmp_path / "preds.parquet", cost_bps=5, lag=0, out=tmp_path / "bt")
-    assert summary["books"]["long_short"]["sharpe"] > 2  # the planted signal is traded at lag 0
+    assert summary["books"]["long_short"]["sharpe"] > 2  # the planted signal is traded at lag 0 (not tradeable)
+    assert "lag0 not tradeable" in capsys.readouterr().out
     assert json.loads((tmp_path / "bt" / "backtest.json").read_text())["lag"] == 0
     curves = pl.read_parquet(tmp_path / "bt" / "equity.parquet")
     assert {"long_short", "long_short_beta_neutral", "universe_equal_weight"} <= set(curves["book"])

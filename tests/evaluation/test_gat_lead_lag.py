@@ -24,7 +24,7 @@ from atft.config import load_config
 from atft.data.build import build_dataset
 from atft.evaluation.compare import compare
 
-STRONG_LEAD_LAG = ["data.build.synthetic.lam=1.0", "data.build.synthetic.cluster_vol=0.012",
+STRONG_LEAD_LAG = ["data.build.synthetic.preset=legacy", "data.build.synthetic.lam=1.0", "data.build.synthetic.cluster_vol=0.012",
                    "data.build.synthetic.sector_vol=0.004", "data.build.synthetic.market_vol=0.005"]
 SMALL_ATFT = ["model.hidden_size=16", "data.lookback=5", "model.temporal.attention_heads=2", "model.gat.heads=2",
               "model.gat.layers=1", "model.graph.window=100", "model.graph.k=10",

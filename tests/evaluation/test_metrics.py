@@ -14,6 +14,7 @@ from atft.evaluation.metrics import (
     evaluate_predictions,
     hit_rate,
     ic_summary,
+    lag_days,
     long_short_returns,
     max_drawdown,
     quantile_weights,
@@ -80,8 +81,11 @@ def test_ic_summary_hand_computed():
     assert s["mean"] == pytest.approx(0.2)
     assert s["std"] == pytest.approx(0.1)
     assert s["icir"] == pytest.approx(2.0)
-    assert s["tstat"] == pytest.approx(2.0 * math.sqrt(3))
-    assert s["se"] == pytest.approx(0.1 / math.sqrt(3))
+    # HAC, L = 2 lags: z = [-.1, .1, gap, 0]; g0 = .02/3, g1 = -.01/3 (the pair across the gap is lag 2,
+    # z = 0); lrv = g0 + 2 (2/3) g1 = .02/9; fixed-b factor c = 1 - 1 + 1/3 with b = 3/3 -> se^2 = lrv / (3 c)
+    assert s["lags"] == 2
+    assert s["se"] == pytest.approx(math.sqrt(0.02 / 9))
+    assert s["tstat"] == pytest.approx(0.2 / math.sqrt(0.02 / 9))
 
 
 def test_long_short_one_day_book_and_costs_hand_computed():
@@ -185,13 +189,15 @@ def test_evaluate_predictions_keys_and_return_fallbacks():
     pred = target + rng.normal(0, 0.02, size=target.shape)
     res = evaluate_predictions(pred, target, None, [1, 5], cost_bps=10)
     assert set(res) == {"1d", "5d"}
-    ls5 = long_short_returns(pred[..., 1], target[..., 0], horizon=5, cost_bps=10)  # target_1d earns
-    assert res["5d"]["sharpe_net"] == pytest.approx(sharpe(ls5["net"]))
+    # lag 1 by default: the signal of day t is held over target_1d of day t + 1
+    ls5 = long_short_returns(lag_days(pred[..., 1], 1), target[..., 0], horizon=5, cost_bps=10)
+    assert res["5d"]["sharpe_net"] == pytest.approx(sharpe(ls5["net"][1:]))
+    assert res["5d"]["lag"] == 1 and res["5d"]["ls_days"] == 39
     assert res["1d"]["rank_ic"] == pytest.approx(np.mean(daily_rank_ic(pred[..., 0], target[..., 0])))
     assert res["1d"]["days"] == 40 and res["1d"]["cost_bps"] == 10.0
     only5 = evaluate_predictions(pred[..., 1:], target[..., 1:], None, [5])
-    ls = long_short_returns(pred[..., 1], target[..., 1] / 5, horizon=5)  # no 1d target: target_5d / 5
-    assert only5["5d"]["sharpe"] == pytest.approx(sharpe(ls["gross"]))
+    ls = long_short_returns(lag_days(pred[..., 1], 1), target[..., 1] / 5, horizon=5)  # no 1d: target_5d / 5
+    assert only5["5d"]["sharpe"] == pytest.approx(sharpe(ls["gross"][1:]))
     with pytest.raises(ValueError, match="must be"):
         evaluate_predictions(pred, target, None, [1])
 
@@ -205,6 +211,7 @@ def test_quantile_mean_returns_hand_computed():
     mean, se, days = quantile_mean_returns(pred, target, n_bins=5)
     assert days == 2
     np.testing.assert_allclose(mean, [4.5] * 5)  # (0.5 + 8.5) / 2, (2.5 + 6.5) / 2, ...
-    np.testing.assert_allclose(se, np.abs([0.5 - 8.5, 2.5 - 6.5, 0, 6.5 - 2.5, 8.5 - 0.5]) / np.sqrt(2) / np.sqrt(2))
+    # HAC on 2 days (L = 1): z = +-d/2, lrv = d^2/4 - d^2/8, fixed-b c = 1/3 -> se = |d| sqrt(3/16)
+    np.testing.assert_allclose(se, np.abs([0.5 - 8.5, 2.5 - 6.5, 0, 6.5 - 2.5, 8.5 - 0.5]) * math.sqrt(3 / 16))
     mono, _, _ = quantile_mean_returns(pred[:1], target[:1], n_bins=5)
     np.testing.assert_allclose(mono, [0.5, 2.5, 4.5, 6.5, 8.5])

@@ -128,3 +128,17 @@ def test_graphs_are_cached_per_day_and_bad_input_is_rejected():
         builder.graph(7, [1])
     with pytest.raises(ValueError, match=r"\[D, N\]"):
         DayGraphBuilder(np.zeros((3, 4)), np.ones((3, 5), dtype=bool))
+
+
+def test_labels_as_of_each_day_and_unlabelled_stocks_share_nothing():
+    """Per-day ids ``[D, N]``: an edge's same-sector flag uses the labels of its own day; a stock with
+    no label that day (-1) shares no group with anyone, itself included."""
+    returns, valid = _panel()
+    sector = np.tile(SECTOR, (7, 1))  # [D, N]
+    sector[D_TEST, 1] = -1  # stock 1 has no sector label on the checked day only
+    sector[D_TEST - 1, 0] = 5  # a different label the day before must not matter
+    edges = _edges(*DayGraphBuilder(returns, valid, sector, MARKET, window=4, k=1).graph(D_TEST, np.arange(5)))
+    assert edges[(0, 1)] == pytest.approx([R01, 0, 0]) and edges[(1, 1)] == [1.0, 0.0, 1.0]
+    assert edges[(2, 3)] == pytest.approx([R23, 1, 1]) and edges[(4, 4)] == [1.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match=r"sector_id must be \[N=6\] or \[D=7, N=6\]"):
+        DayGraphBuilder(returns, valid, sector[:3], MARKET)

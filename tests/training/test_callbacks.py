@@ -70,6 +70,65 @@ def test_guard_escalates_and_stops_after_max_failures(make_cfg, caplog):
     assert guard.total_resets == 2  # initial reset + one escalated reset
 
 
+class CollapsedTemporalEmbedding(pl.Callback):
+    """Forces a collapse upstream of the head: a forward hook makes the temporal embedding the same vector
+    for every stock of the batch (one or more whole days), so it is constant within each day."""
+
+    def on_train_start(self, trainer, pl_module):
+        pl_module.model.temporal_encoder.register_forward_hook(
+            lambda module, args, out: out.mean(0, keepdim=True).expand_as(out))
+
+
+COLLAPSE = {"model.dropout": 0.3, "model.gat.dropout": 0.3, "train.loss.variance_penalty_weight": 0.0,
+            "train.degeneracy.check_every": 4, "train.degeneracy.max_failures": 3,
+            "train.degeneracy.recovery_batches": 1}
+
+
+def test_guard_fires_on_a_collapse_upstream_of_the_head_and_escalates(make_cfg, caplog):
+    cfg = make_cfg(**COLLAPSE)
+    guard = DegeneracyGuard.from_config(cfg)
+    with caplog.at_level(logging.INFO, logger="atft.training"):
+        _, trainer = _fit(cfg, [CollapsedTemporalEmbedding(), guard])
+    lines = [m for m in caplog.messages if "DEGENERACY-GUARD" in m]
+    resets = [m for m in lines if re.search("DEGENERACY-GUARD.*reset applied", m)]
+    steps = [int(re.search(r"step=(\d+)", m).group(1)) for m in resets]
+    assert resets and steps[0] < cfg.train.degeneracy.check_every  # fired within check_every batches
+    # the head reset cannot repair an upstream collapse: the reset climbs to the fusion, then the encoder
+    assert resets[0].endswith("modules=prediction_head)")
+    assert resets[1].endswith("modules=prediction_head+fusion)")
+    assert resets[2].endswith("modules=prediction_head+fusion+temporal_encoder.output_gate+"
+                              "temporal_encoder.feed_forward)")
+    assert _grep_count("DEGENERACY-GUARD.*reset applied", lines) == guard.total_resets == 3
+    assert guard.stopped_message and trainer.should_stop  # a hook no reset can undo: training stops
+
+
+def test_train_mode_spread_hides_the_upstream_collapse(make_cfg):
+    """Why the check runs in eval mode: with dropout 0.3 the training step's per-day prediction std (what
+    the guard used to read) stays far above the floor while the eval-mode predictions are constant."""
+    cfg = make_cfg(**COLLAPSE, **{"train.degeneracy.enabled": False})
+    module, _ = _fit(cfg, [CollapsedTemporalEmbedding()])
+    floor = cfg.train.degeneracy.pred_std_floor
+    assert float(module.last_terms["pred_std"].min()) > 1e3 * floor  # the old train-mode check: healthy
+    loader = PanelDataModule(cfg, load_panel(cfg.data.path, cfg.data, model_cfg=cfg.model))
+    loader.setup("fit")
+    batch = next(iter(loader.train_dataloader()))
+    module.model.temporal_encoder.register_forward_hook(
+        lambda m, args, out: out.mean(0, keepdim=True).expand_as(out))
+    assert float(module.eval_prediction_terms(batch)["pred_std"].max()) < floor  # what the model predicts
+    assert module.training  # modes restored
+
+
+def test_eval_mode_checks_do_not_change_a_healthy_run(make_cfg):
+    """A check is a no-grad eval-mode forward: it draws no random numbers and changes no weight."""
+    cfg = make_cfg(**{"train.degeneracy.check_every": 1})
+    pl.seed_everything(0, verbose=False)
+    watched, _ = _fit(cfg, [DegeneracyGuard.from_config(cfg)])
+    pl.seed_everything(0, verbose=False)
+    alone, _ = _fit(cfg, [])
+    for (name, a), (_, b) in zip(watched.state_dict().items(), alone.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
 def test_reset_noise_is_relative_to_each_parameter_std():
     head = torch.nn.Linear(400, 300)
     torch.nn.init.normal_(head.weight, std=2.0)

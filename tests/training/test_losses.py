@@ -1,5 +1,6 @@
 """Loss terms pinned against hand computations."""
 
+import pytest
 import torch
 
 from atft.training.losses import day_stats, multi_horizon_loss, per_day_corr, pinball, standardise_per_day
@@ -61,3 +62,66 @@ def test_horizon_weights_normalised():
     only_first = multi_horizon_loss(pred, y2, mask2, day, horizon_weights=torch.tensor([1.0, 0.0]), **kw)
     equal = multi_horizon_loss(pred, y2, mask2, day, **kw)
     assert abs(float(only_first["loss"]) - 1.0) < 1e-5 and abs(float(equal["loss"]) - 0.5) < 1e-5
+
+
+def _ranked_day(seed=0, n=50, days=3):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randn(n * days, 1, generator=g)
+    day = torch.arange(days).repeat_interleave(n)
+    return y, torch.ones_like(y, dtype=torch.bool), day
+
+
+@pytest.mark.parametrize("loss_type", ["ic", "listnet", "pairwise", "huber", "mse"])
+def test_every_loss_prefers_the_right_ranking(loss_type):
+    y, mask, day = _ranked_day()
+    z = standardise_per_day(y, mask, day, 3)
+    kw = dict(loss_type=loss_type, corr_weight=0.0, variance_penalty_weight=0.0)
+    torch.manual_seed(0)
+    right = float(multi_horizon_loss(z, y, mask, day, **kw)["loss"])
+    noise = float(multi_horizon_loss(torch.randn_like(z), y, mask, day, **kw)["loss"])
+    wrong = float(multi_horizon_loss(-z, y, mask, day, **kw)["loss"])
+    assert right < noise < wrong
+
+
+def test_ic_loss_is_one_minus_the_per_day_correlation():
+    y, mask, day = _ranked_day()
+    pred = y + torch.randn_like(y)
+    terms = multi_horizon_loss(pred, y, mask, day, loss_type="ic", corr_weight=0.0, variance_penalty_weight=0.0)
+    corr, _ = per_day_corr(pred, standardise_per_day(y, mask, day, 3), mask, day, 3)
+    assert abs(float(terms["loss"]) - float((1 - corr).mean())) < 1e-5
+
+
+def test_listnet_is_zero_for_no_information_and_ranking_losses_ignore_masked_rows():
+    y, mask, day = _ranked_day()
+    flat = torch.zeros_like(y)
+    terms = multi_horizon_loss(flat, y, mask, day, loss_type="listnet", corr_weight=0.0, variance_penalty_weight=0.0)
+    assert abs(float(terms["loss"])) < 1e-5
+    for loss_type in ("listnet", "pairwise", "ic"):
+        pred = y.clone()
+        garbage_mask = mask.clone()
+        garbage_mask[::7] = False
+        pred_changed = pred.clone()
+        pred_changed[::7] = 1e3  # masked rows: any value, no effect
+        kw = dict(loss_type=loss_type, corr_weight=0.0, variance_penalty_weight=0.0)
+        torch.manual_seed(1)
+        a = float(multi_horizon_loss(pred, y, garbage_mask, day, **kw)["loss"])
+        torch.manual_seed(1)
+        b = float(multi_horizon_loss(pred_changed, y, garbage_mask, day, **kw)["loss"])
+        assert abs(a - b) < 1e-5, loss_type
+
+
+@pytest.mark.parametrize("loss_type", ["ic", "listnet", "pairwise"])
+def test_variance_penalty_and_finite_gradients_under_ranking_losses(loss_type):
+    y, mask, day = _ranked_day()
+    constant = torch.zeros_like(y, requires_grad=True)
+    terms = multi_horizon_loss(constant, y, mask, day, loss_type=loss_type, variance_penalty_weight=1.0,
+                               variance_target_frac=0.5)
+    assert abs(float(terms["variance"][0]) - 0.25) < 1e-6  # a collapsed prediction pays frac^2
+    terms["loss"].backward()
+    assert torch.isfinite(constant.grad).all()
+
+
+def test_unknown_loss_type_is_refused():
+    y, mask, day = _ranked_day()
+    with pytest.raises(ValueError, match="train.loss.type"):
+        multi_horizon_loss(y, y, mask, day, loss_type="hinge")

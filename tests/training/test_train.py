@@ -89,7 +89,7 @@ def test_run_folder_outputs_and_env_switches_in_config(make_cfg, tmp_path):
     assert abs(sum(importance.values()) - 1.0) < 1e-4  # selection weights are a softmax over features
     log = (tmp_path / "_logs" / "out.log").read_text().splitlines()
     epoch_lines = [line for line in log if re.search("Epoch|Val Loss|Sharpe", line)]
-    pattern = (r"Epoch (\d+)/2 \| Train Loss [\d.]+ \| Val Loss [\d.]+ \| Sharpe -?[\d.]+ \| IC -?[\d.]+ \| "
+    pattern = (r"Epoch (\d+)/2 \| Train Loss [\d.]+ \| Val Loss [\d.]+ \| Sharpe\(lag1\) -?[\d.]+ \| IC -?[\d.]+ \| "
                r"RankIC -?[\d.]+ \| resets 0 \| [\d.]+s")
     assert [re.search(pattern, line).group(1) for line in epoch_lines if "Epoch" in line] == ["1", "2"]
 

@@ -34,22 +34,32 @@ def parse_split_ratio(label: str) -> float:
 
 
 def detect_splits(
-    df: pl.DataFrame, threshold: float, tolerance: float, ratios: list[str]
-) -> pl.DataFrame:
-    """Split-like jumps in an unadjusted panel sorted by ``Code, Date``.
+    df: pl.DataFrame, threshold: float, tolerance: float, ratios: list[str],
+    volume_tolerance: float = 1.1, volume_window: int = 20,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split-like jumps in an unadjusted panel sorted by ``Code, Date``, and the candidates refused.
 
-    A row is a split event when (1) ``|Close_t / Close_{t-1} - 1| > threshold``; (2) the move is
+    A row is a split **candidate** when (1) ``|Close_t / Close_{t-1} - 1| > threshold``; (2) the move is
     within ``tolerance`` (in log space) of a listed split ratio's price factor ``f``; and (3) the
     open confirms it: ``|log(Open_t / Close_{t-1}) - log f| <= tolerance`` (a split happens
     overnight, whereas a takeover-style jump during the day does not pass).
 
+    A candidate is a split **event** only when the volume corroborates it: a split multiplies the share
+    count by ``1 / f``, so the day's share volume over the median of the stock's previous
+    ``volume_window`` rows, ``volume_ratio``, must satisfy ``|log(volume_ratio) - log(1 / f)| <=
+    volume_tolerance`` (its dollar volume stays ordinary). A genuine -50% crash or deal break trades
+    many times its usual volume and fails this; so does a candidate without volume data. The evidence
+    uses rows at dates ``<= t`` only, so detection never looks ahead.
+
     Returns:
-        ``Code, Date, ratio (label), factor (f), raw_return, open_gap`` - one row per event.
+        ``(events, refused)``: ``Code, Date, ratio (label), factor (f), raw_return, open_gap,
+        volume_ratio, expected_volume_ratio`` - one row per event / refused candidate.
     """
     factors = {label: parse_split_ratio(label) for label in ratios}
     prev = pl.col("Close").shift(1).over("Code")
     log_move = (pl.col("Close") / prev).log()
     log_gap = (pl.col("Open") / prev).log()
+    usual = pl.col("Volume").shift(1).rolling_median(volume_window, min_samples=max(1, volume_window // 4))
     dist = {label: (log_move - math.log(f)).abs() for label, f in factors.items()}
     best = pl.min_horizontal(*dist.values())
     label = pl.coalesce([pl.when(d == best).then(pl.lit(lab)) for lab, d in dist.items()])
@@ -61,12 +71,16 @@ def detect_splits(
         (pl.col("Close") / prev - 1).alias("raw_return"),
         (pl.col("Open") / prev - 1).alias("open_gap"),
         log_gap.alias("log_gap"),
+        (pl.col("Volume") / usual.over("Code")).alias("volume_ratio"),
     ).filter(pl.col("raw_return").abs() > threshold)
     factor = pl.col("ratio").replace_strict(factors, return_dtype=pl.Float64)
-    events = cand.with_columns(factor.alias("factor")).filter(
+    cand = cand.with_columns(factor.alias("factor"), (1 / factor).alias("expected_volume_ratio")).filter(
         (pl.col("dist") <= tolerance) & ((pl.col("log_gap") - pl.col("factor").log()).abs() <= tolerance)
     )
-    return events.select("Code", "Date", "ratio", "factor", "raw_return", "open_gap")
+    volume_dist = (pl.col("volume_ratio").log() + pl.col("factor").log()).abs()
+    corroborated = (volume_dist <= volume_tolerance).fill_null(False)  # [rows] no volume data: not a split
+    cols = ["Code", "Date", "ratio", "factor", "raw_return", "open_gap", "volume_ratio", "expected_volume_ratio"]
+    return cand.filter(corroborated).select(cols), cand.filter(~corroborated).select(cols)
 
 
 def unexplained_jumps(df: pl.DataFrame, threshold: float, events: pl.DataFrame) -> pl.DataFrame:
@@ -88,30 +102,33 @@ def forward_adjust(df: pl.DataFrame, factor_col: str = "AdjustmentFactor") -> pl
     )
 
 
-def adjust_prices(df: pl.DataFrame, build_cfg) -> tuple[pl.DataFrame, pl.DataFrame, str]:
-    """Apply the best available adjustment; returns ``(adjusted, split_events, method)``.
+def adjust_prices(df: pl.DataFrame, build_cfg) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, str]:
+    """Apply the best available adjustment; returns ``(adjusted, split_events, refused, method)``.
 
     Order of preference: provider-adjusted ``Adjustment*`` prices (used as they are), then a provider
     ``AdjustmentFactor`` (forward-adjusted), then split detection on the raw prices.
     """
     no_events = pl.DataFrame(
         schema={"Code": pl.Utf8, "Date": pl.Date, "ratio": pl.Utf8, "factor": pl.Float64,
-                "raw_return": pl.Float64, "open_gap": pl.Float64}
+                "raw_return": pl.Float64, "open_gap": pl.Float64, "volume_ratio": pl.Float64,
+                "expected_volume_ratio": pl.Float64}
     )
     if all(c in df.columns for c in ADJUSTED_COLUMNS):
         out = df.with_columns(*[pl.col(a).alias(c) for a, c in ADJUSTED_COLUMNS.items()])
-        return out.drop(list(ADJUSTED_COLUMNS)), no_events, "provider adjusted prices (Adjustment*)"
+        return out.drop(list(ADJUSTED_COLUMNS)), no_events, no_events, "provider adjusted prices (Adjustment*)"
     df = df.drop([c for c in ADJUSTED_COLUMNS if c in df.columns])
     if "AdjustmentFactor" in df.columns:
-        return forward_adjust(df), no_events, "provider AdjustmentFactor (forward-adjusted)"
-    if not build_cfg.get("detect_splits", True):
-        return df, no_events, "none"
-    events = detect_splits(
+        return forward_adjust(df), no_events, no_events, "provider AdjustmentFactor (forward-adjusted)"
+    if not build_cfg.detect_splits:
+        return df, no_events, no_events, "none"
+    events, refused = detect_splits(
         df,
         float(build_cfg.split_jump_threshold),
-        float(build_cfg.get("split_ratio_tolerance", 0.2)),
-        list(build_cfg.get("split_ratios", ["2:1", "3:1", "1:10"])),
+        float(build_cfg.split_ratio_tolerance),
+        list(build_cfg.split_ratios),
+        float(build_cfg.split_volume_tolerance),
+        int(build_cfg.split_volume_window),
     )
     marked = df.join(events.select("Code", "Date", pl.col("factor").alias("_split")), on=["Code", "Date"],
                      how="left").sort("Code", "Date")
-    return forward_adjust(marked, "_split").drop("_split"), events, "detected splits (forward-adjusted)"
+    return forward_adjust(marked, "_split").drop("_split"), events, refused, "detected splits (forward-adjusted)"

@@ -26,7 +26,6 @@ from atft.data.sources import load_source
 from atft.data.targets import add_targets, target_names
 
 MARKET_WIDE_GROUPS = ("market",)
-UNKNOWN = "Unknown"
 
 
 def dataset_frame(
@@ -41,14 +40,14 @@ def dataset_frame(
             False gives the raw feature values, for inspection and tests).
     """
     horizons = [int(h) for h in build_cfg.horizons]
-    adjusted, events, method = adjust_prices(raw, build_cfg)
+    adjusted, events, refused, method = adjust_prices(raw, build_cfg)
     threshold = float(build_cfg.split_jump_threshold)
     jumps = unexplained_jumps(adjusted, threshold, events.head(0))
     turnover = pl.col("TurnoverValue") if "TurnoverValue" in adjusted.columns else pl.lit(None, pl.Float64)
     lf = adjusted.lazy().with_columns(
         pl.coalesce(turnover, pl.col("Close") * pl.col("Volume")).alias("DollarVolume"),
-        *[(pl.col(c) if c in adjusted.columns else pl.lit(UNKNOWN)).cast(pl.Utf8).fill_null(UNKNOWN).alias(c)
-          for c in ("Sector", "Market")],
+        # no label stays null: a shared "Unknown" group would gather exactly the stocks that later leave
+        *[(pl.col(c) if c in adjusted.columns else pl.lit(None)).cast(pl.Utf8).alias(c) for c in ("Sector", "Market")],
     )
     lf, groups = compute_features(lf, jump_clip=threshold)
     lf = add_targets(lf, horizons)
@@ -60,7 +59,8 @@ def dataset_frame(
     out = lf.select(
         "Code", "Date", "Sector", "Market", *[pl.col(c).cast(pl.Float32) for c in features + targets]
     ).sort("Code", "Date").collect()
-    details = {"adjustment": method, "split_events": events, "large_moves": jumps, "targets": targets}
+    details = {"adjustment": method, "split_events": events, "split_refused": refused, "large_moves": jumps,
+               "targets": targets, "null_volume_rows": int(raw["Volume"].null_count())}
     return out, groups, details
 
 
@@ -107,10 +107,8 @@ def build_dataset(cfg) -> dict:
     raw, dropped = validate_panel(raw, str(source_info.get("path", source_info["name"])))
     data, groups, details = dataset_frame(raw, build_cfg)
     out = Path(str(build_cfg.out))
-    report = quality_report(
-        data, groups, details["targets"], details["split_events"], details["large_moves"], dropped,
-        {"out": str(out), "source": source_info, "adjustment": details["adjustment"]},
-    )
+    report = quality_report(data, groups, details, dropped,
+                            {"out": str(out), "source": source_info, "adjustment": details["adjustment"]})
     report["build_seconds"] = round(time.perf_counter() - start, 2)
     meta = _meta(data, groups, details, source_info, build_cfg)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,8 @@
 
 Everything here at date ``t`` uses rows at dates ``<= t`` only: market aggregates are per-date means
 over the stocks trading that day, rolled over the sorted list of dates; sector aggregates are
-per-(date, sector) means.
+per-(date, sector) means over the stocks labelled with that sector on that date (unlabelled stocks
+are in none).
 """
 
 from __future__ import annotations
@@ -72,14 +73,22 @@ def beta_features(lf: pl.LazyFrame) -> tuple[pl.LazyFrame, list[str]]:
 
 
 def sector_features(lf: pl.LazyFrame) -> tuple[pl.LazyFrame, list[str]]:
-    """Sector mean returns (5/20d) and the stock's return/volatility relative to its sector that day."""
+    """Sector mean returns (5/20d) and the stock's return/volatility relative to its sector that day.
+
+    A stock without a sector label (null ``Sector``) is in no sector: it enters no sector's mean and its
+    own sector features are null (polars would otherwise group the nulls into one pseudo-sector).
+    """
     by = ["Date", "Sector"]
-    sec = {k: pl.col(f"returns_{k}d").mean().over(by) for k in (1, 5, 20)}
+
+    def sector_mean(col: str) -> pl.Expr:
+        return pl.when(pl.col("Sector").is_not_null()).then(pl.col(col).mean().over(by))
+
+    sec = {k: sector_mean(f"returns_{k}d") for k in (1, 5, 20)}
     exprs = {
         "sector_return_5d": sec[5],
         "sector_return_20d": sec[20],
         **{f"sector_rel_return_{k}d": pl.col(f"returns_{k}d") - sec[k] for k in (1, 5, 20)},
-        "sector_rel_vol_20d": pl.col("realized_vol_20d") / pl.col("realized_vol_20d").mean().over(by) - 1,
+        "sector_rel_vol_20d": pl.col("realized_vol_20d") / sector_mean("realized_vol_20d") - 1,
     }
     return lf.with_columns(*[finite(e).alias(n) for n, e in exprs.items()]), list(exprs)
 

@@ -78,7 +78,7 @@ def _numeric(df: pl.DataFrame, where: str) -> pl.DataFrame:
     return df
 
 
-def _dates(df: pl.DataFrame, where: str) -> pl.DataFrame:
+def parse_dates(df: pl.DataFrame, where: str) -> pl.DataFrame:
     """Parse ``Date`` (date, datetime, YYYYMMDD integer or one of DATE_FORMATS strings)."""
     dtype = df["Date"].dtype
     if dtype == pl.Date:
@@ -100,12 +100,14 @@ def validate_panel(df: pl.DataFrame, where: str) -> tuple[pl.DataFrame, dict[str
 
     Errors: empty panel, non-numeric values, unparseable dates, missing Code/Date, duplicate
     ``(Code, Date)``, non-positive prices, negative volume. Dropped (counted, not an error): rows
-    whose open/high/low/close is missing (J-Quants reports untraded days that way).
+    whose open/high/low/close is missing (J-Quants reports untraded days that way) or NaN/inf. A NaN/inf
+    ``Volume`` is treated as missing, and a missing ``Volume`` is kept null (counted in the build's
+    quality report), never filled with 0.
     """
     if df.height == 0:
         raise InputError(f"{where}: no data rows (expected a daily OHLCV panel)")
     df = _numeric(df.with_columns(pl.col("Code").cast(pl.Utf8).str.strip_chars()), where)
-    df = _dates(df, where)
+    df = parse_dates(df, where)
     for col in ("Code", "Date"):
         if df[col].null_count():
             row = int(df.with_row_index("_row").filter(pl.col(col).is_null())["_row"][0])
@@ -116,6 +118,13 @@ def validate_panel(df: pl.DataFrame, where: str) -> tuple[pl.DataFrame, dict[str
         raise InputError(f"{where}: duplicate (Code, Date) rows, first ({first['Code']!r}, {first['Date']}); "
                          "expected one row per stock and date")
     dropped: dict[str, int] = {}
+    # NaN/inf would flow into every feature of the stock's windows: treated as missing, and counted
+    df = df.with_columns(pl.when(pl.col("Volume").is_finite()).then(pl.col("Volume")).alias("Volume"))
+    nonfinite = pl.any_horizontal(pl.col(c).is_not_null() & ~pl.col(c).is_finite() for c in PRICES)
+    n_nonfinite = df.select(nonfinite.sum()).item()
+    if n_nonfinite:
+        dropped["non-finite open/high/low/close (NaN/inf)"] = int(n_nonfinite)
+        df = df.filter(~nonfinite)
     missing_price = pl.any_horizontal(pl.col(c).is_null() for c in PRICES)
     n_missing = df.select(missing_price.sum()).item()
     if n_missing:
@@ -133,7 +142,7 @@ def validate_panel(df: pl.DataFrame, where: str) -> tuple[pl.DataFrame, dict[str
         raise InputError(f"{where}: column 'Volume' has negative value {r['Volume']!r} at ({r['Code']!r}, {r['Date']})")
     if df.height == 0:
         raise InputError(f"{where}: no rows with prices left (expected a daily OHLCV panel)")
-    return df.with_columns(pl.col("Volume").fill_null(0.0)).sort("Code", "Date"), dropped
+    return df.sort("Code", "Date"), dropped  # a missing volume stays null: 0 would be a fake no-trade day
 
 
 def _read_parquet(path: Path) -> pl.DataFrame:

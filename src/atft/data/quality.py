@@ -15,13 +15,13 @@ def _events(df: pl.DataFrame) -> list[dict]:
 def quality_report(
     data: pl.DataFrame,
     groups: dict[str, list[str]],
-    targets: list[str],
-    split_events: pl.DataFrame,
-    large_moves: pl.DataFrame,
+    details: dict,
     rows_dropped: dict[str, int],
     extra: dict,
 ) -> dict:
-    """Counts, missing shares per feature group and target, split events, kept large moves, drops."""
+    """Counts, missing shares per feature group and target, split events and refused split candidates
+    with their evidence, kept large moves, null volumes, drops (``details`` from ``dataset_frame``)."""
+    targets = details["targets"]
     rows = data.height
     nulls = data.null_count().row(0, named=True) if rows else {}
     missing = {g: round(sum(nulls[c] for c in cols) / max(rows * len(cols), 1), 4) for g, cols in groups.items()}
@@ -34,8 +34,10 @@ def quality_report(
         "n_features": sum(len(c) for c in groups.values()),
         "missing_share_by_group": missing,
         "missing_share_by_target": {t: round(nulls[t] / max(rows, 1), 4) for t in targets},
-        "split_events": _events(split_events),
-        "large_moves_kept": _events(large_moves),
+        "split_events": _events(details["split_events"]),
+        "split_candidates_refused": _events(details["split_refused"]),
+        "large_moves_kept": _events(details["large_moves"]),
+        "null_volume_rows": details["null_volume_rows"],
         "rows_dropped": rows_dropped,
     }
 
@@ -52,7 +54,16 @@ def format_quality_summary(report: dict) -> str:
     ]
     events = report["split_events"]
     lines.append(f"splits    {len(events)} detected" + (":" if events else ""))
-    lines += [f"  {e['Code']} {e['Date']} ratio {e['ratio']} raw return {e['raw_return']:+.1%}" for e in events]
+    lines += [f"  {e['Code']} {e['Date']} ratio {e['ratio']} raw return {e['raw_return']:+.1%} "
+              f"volume x{e['volume_ratio']:.2f} (split implies x{e['expected_volume_ratio']:.2f})" for e in events]
+    refused = report.get("split_candidates_refused", [])  # absent in reports of older builds
+    if refused:
+        lines.append(f"split-like moves not adjusted ({len(refused)}; volume does not scale by the ratio):")
+        lines += [f"  {e['Code']} {e['Date']} ratio {e['ratio']} raw return {e['raw_return']:+.1%} volume x"
+                  + (f"{e['volume_ratio']:.2f}" if e["volume_ratio"] is not None else "?") for e in refused]
+    if report.get("null_volume_rows"):
+        lines.append(f"volume    {report['null_volume_rows']:,} rows without volume (kept null; volume features "
+                     "null where their window holds one)")
     moves = report["large_moves_kept"]
     if moves:
         lines.append(f"large one-day moves kept as real ({len(moves)}; clipped inside features, not in targets):")

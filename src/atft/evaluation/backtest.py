@@ -1,10 +1,11 @@
 """Backtests of a predictions file: the staggered quintile long-short book and a Qlib-style long-only
 top-k-with-dropout book against the equal-weight universe, with costs and an execution lag.
 
-Execution lag (default 1 day): features of day ``t`` use ``Close(t)``, which is only known after the
-close, so a realistic position is built at the close of ``t + 1`` and first earns
-``Close(t+2)/Close(t+1) - 1``. Lag 0 is the research convention of :mod:`atft.evaluation.metrics`
-(trade at the close of ``t``); the gap between the two is the cost of that optimism.
+Execution lag (default 1 day, as everywhere in :mod:`atft.evaluation.metrics`): features of day ``t``
+use ``Close(t)``, which is only known after the close, so a realistic position is built at the close of
+``t + 1`` and first earns ``Close(t+2)/Close(t+1) - 1``. Lag 0 (trade at the close of ``t``) is not
+tradeable; the gap between the two is the cost of that optimism. Every book, the equal-weight
+benchmark included, holds on row ``t`` the stocks that had a prediction on ``t - lag``.
 """
 
 from __future__ import annotations
@@ -20,22 +21,11 @@ from atft.errors import InputError
 from atft.evaluation import metrics as mt
 from atft.evaluation.beta import beta_neutral_returns
 from atft.evaluation.leaderboard import clean_json
+from atft.evaluation.metrics import lag_days
 from atft.evaluation.predictions import frame_to_arrays, read_predictions
 from atft.io_utils import atomic_write, write_json, write_parquet
 
 log = logging.getLogger(__name__)
-
-
-def lag_days(x: np.ndarray, lag: int) -> np.ndarray:
-    """Shift along days so that row t holds row t - lag (NaN for the first ``lag`` days). # [D, ...]"""
-    if lag < 0:
-        raise InputError(f"execution lag must be >= 0 days, got {lag}")
-    if lag == 0:
-        return x
-    out = np.full_like(x, np.nan, dtype=np.float64)
-    if lag < len(x):
-        out[lag:] = x[:-lag]
-    return out
 
 
 def topk_dropout_weights(pred: np.ndarray, valid: np.ndarray, k: int, n_drop: int) -> np.ndarray:
@@ -66,6 +56,13 @@ def topk_dropout_weights(pred: np.ndarray, valid: np.ndarray, k: int, n_drop: in
     return weights
 
 
+def universe_weights(valid: np.ndarray) -> np.ndarray:
+    """Equal weight on every stock the books may hold on row t (``valid``); a held stock whose return
+    is missing earns 0, as in every book: admitting only stocks with a row on t + 1 would look ahead. # [D, N]"""
+    weights = np.where(valid, 1.0, 0.0)
+    return weights / np.maximum(weights.sum(1, keepdims=True), 1.0)
+
+
 def _book_frame(dates, name: str, book: dict[str, np.ndarray]) -> pl.DataFrame:
     net = book["net"]
     return pl.DataFrame({"Date": dates, "book": name, "gross": book["gross"], "net": net,
@@ -73,11 +70,11 @@ def _book_frame(dates, name: str, book: dict[str, np.ndarray]) -> pl.DataFrame:
                          "drawdown_net": mt.drawdown(net)}).with_columns(pl.col("Date").cast(pl.Date))
 
 
-def _summary(book: dict[str, np.ndarray]) -> dict[str, float]:
+def _summary(book: dict[str, np.ndarray], horizon: int) -> dict[str, float]:
     gross, net = book["gross"], book["net"]
     days = int(np.isfinite(gross).sum())
     return {"sharpe": mt.sharpe(gross), "sharpe_net": mt.sharpe(net),
-            "sharpe_se": mt.sharpe_se(mt.sharpe(gross), days), "ann_return": mt.annualised_return(gross),
+            "sharpe_se": mt.book_sharpe_se(gross, horizon), "ann_return": mt.annualised_return(gross),
             "ann_return_net": mt.annualised_return(net), "max_drawdown_net": mt.max_drawdown(net),
             "turnover": float(np.nanmean(book["turnover"])) if days else math.nan,
             "hit_rate": mt.hit_rate(net), "days": days}
@@ -95,9 +92,7 @@ def backtest_books(pred: np.ndarray, returns_1d: np.ndarray, horizon: int, cost_
     neutral = beta_neutral_returns(returns_1d)
     books["long_short_beta_neutral"] = mt.long_short_returns(lagged, neutral, valid, horizon, quantile, cost_bps)
     books[f"top{k}_drop{drop}"] = mt.book_returns(topk_dropout_weights(lagged, valid, k, drop), returns_1d, cost_bps)
-    universe = np.where(valid & np.isfinite(returns_1d), 1.0, 0.0)
-    universe /= np.maximum(universe.sum(1, keepdims=True), 1.0)
-    books["universe_equal_weight"] = mt.book_returns(universe, returns_1d, cost_bps)
+    books["universe_equal_weight"] = mt.book_returns(universe_weights(valid), returns_1d, cost_bps)
     top, bench = books[f"top{k}_drop{drop}"], books["universe_equal_weight"]
     books[f"top{k}_excess"] = {key: top[key] - bench[key] if key != "turnover" else top[key] for key in top}
     for book in books.values():  # days before the first lagged prediction are not part of the test
@@ -150,18 +145,23 @@ def run_backtest(predictions, cost_bps: float = 10.0, lag: int = 1, top_k: int |
     write_parquet(frame, out / "equity.parquet")
     atomic_write(out / "equity.csv", frame.write_csv)
     summary = {"predictions": str(path), "horizon": horizon, "cost_bps": cost_bps, "lag": lag,
-               "books": {name: _summary(book) for name, book in books.items()}}
+               "books": {name: _summary(book, horizon) for name, book in books.items()},
+               "se_method": mt.se_note(horizon, int(np.isfinite(books["long_short"]["gross"]).sum()))}
     write_json(out / "backtest.json", clean_json(summary))
-    _plot(frame, "equity_net", f"equity (net of {cost_bps:g} bps, lag {lag})", out / "equity.png")
+    _plot(frame, "equity_net", f"equity (net of {cost_bps:g} bps, {mt.lag_label(lag)})", out / "equity.png")
     _plot(frame, "drawdown_net", "drawdown (net)", out / "drawdown.png")
     print(format_backtest(summary))
     return summary
 
 
 def format_backtest(summary: dict) -> str:
-    head = f"backtest h={summary['horizon']}d cost={summary['cost_bps']:g}bps lag={summary['lag']}"
+    head = (f"backtest h={summary['horizon']}d cost={summary['cost_bps']:g}bps "
+            f"execution {mt.lag_label(summary['lag'])}")
     lines = [head, f"{'book':<26}{'days':>6}{'Sharpe':>9}{'net':>8}{'±SE':>7}{'ann.ret':>9}{'maxDD':>8}{'turn':>7}"]
     for name, s in summary["books"].items():
         lines.append(f"{name:<26}{s['days']:>6}{s['sharpe']:>9.2f}{s['sharpe_net']:>8.2f}{s['sharpe_se']:>7.2f}"
                      f"{s['ann_return_net']:>9.2%}{s['max_drawdown_net']:>8.2%}{s['turnover']:>7.2f}")
+    if summary.get("se_method"):
+        lines.append(f"±SE of the Sharpe: Lo (2002) with the variance of the mean by "
+                     f"{summary['se_method'].removeprefix('SE: ')}")
     return "\n".join(lines)

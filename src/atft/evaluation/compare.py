@@ -20,11 +20,13 @@ import numpy as np
 import polars as pl
 from omegaconf import OmegaConf
 
+from atft.config import cfg_get
 from atft.errors import InputError
 from atft.evaluation.baselines import BASELINES, SIGNAL_FEATURES, baseline_predictions
 from atft.evaluation.beta import beta_neutral_returns
+from atft.evaluation.decomposition import TOTAL, decompose, oracle_components, oracle_sidecar
 from atft.evaluation.leaderboard import aggregate_runs, clean_json, format_leaderboard, paired_comparisons
-from atft.evaluation.metrics import daily_metrics, summarise_daily
+from atft.evaluation.metrics import SE_RULE, TRADEABLE_LAG, daily_metrics, summarise_daily
 from atft.evaluation.predictions import frame_to_arrays, read_predictions
 from atft.io_utils import write_json, write_parquet, write_text
 
@@ -36,9 +38,19 @@ ATFT_VARIANTS: dict[str, list[str]] = {
     "atft_fan": ["model.adaptive_norm=fan"],
     "atft_san": ["model.adaptive_norm=san"],
     "atft_no_gat": ["model.gat.enabled=false"],
+    "atft_linear": ["model.deep=false"],  # the linear path alone: ATFT's per-day-normalised Ridge
+    "atft_no_linear": ["model.linear_path.enabled=false", "model.linear_path.deep_init_scale=1.0"],
 }
 MODELS = (*ATFT_VARIANTS, *BASELINES)
 SEEDLESS = ("ridge", "momentum_20d", "reversal_5d")  # deterministic: one run stands for every seed
+
+
+def eval_lag(cfg, lag: int | None = None) -> int:
+    """The books' execution lag: ``lag`` if given, else ``train.eval.lag`` (runs older than the key: 1)."""
+    chosen = cfg_get(cfg.train.eval, "lag", TRADEABLE_LAG) if lag is None else lag
+    if int(chosen) < 0:
+        raise InputError(f"execution lag must be >= 0 days, got {chosen} (--lag / train.eval.lag)")
+    return int(chosen)
 
 
 def parse_models(models) -> list[str]:
@@ -76,7 +88,7 @@ def train_atft(base_cfg, overrides: list[str], run_dir: Path, run_name: str) -> 
 
     cfg = OmegaConf.merge(base_cfg, OmegaConf.from_dotlist(overrides))
     cfg.run_dir, cfg.run_name = str(run_dir), run_name
-    train(cfg)
+    train(cfg, replace_finished=True)  # a re-run of compare into the same --out recomputes its runs
     return read_predictions(run_dir / "predictions_test.parquet")
 
 
@@ -131,13 +143,15 @@ def baseline_runs(names: list[str], cfg, data_path: Path, panel, splits, seeds: 
     return preds
 
 
-def oracle_predictions(data_path: Path, panel) -> np.ndarray | None:
-    """``oracle_{h}d`` of the synthetic generator's sidecar ``<name>.oracle.parquet``, if there is one."""
-    names = (data_path.name + ".oracle.parquet", data_path.name.removesuffix(".parquet") + ".oracle.parquet")
-    sidecar = next((data_path.with_name(n) for n in names if data_path.with_name(n).is_file()), None)
+def oracle_predictions(data_path: Path, panel, sidecar: tuple | None = None) -> np.ndarray | None:
+    """``oracle_{h}d`` of the synthetic generator's sidecar ``<name>.oracle.parquet``, if there is one.
+
+    ``sidecar``: ``(path, frame)`` already read by :func:`oracle_sidecar` (None: read it here).
+    """
+    sidecar = sidecar or oracle_sidecar(data_path)
     if sidecar is None:
         return None
-    frame = pl.read_parquet(sidecar).with_columns(pl.col("Code").cast(pl.Utf8), pl.col("Date").cast(pl.Date))
+    sidecar, frame = sidecar
     missing = [h for h in panel.horizons if f"oracle_{h}d" not in frame.columns]
     if missing:
         raise InputError(f"oracle sidecar {sidecar} lacks oracle_{missing[0]}d")
@@ -145,23 +159,42 @@ def oracle_predictions(data_path: Path, panel) -> np.ndarray | None:
     return frame_to_arrays(renamed, panel.horizons, dates=panel.dates, codes=panel.codes).pred
 
 
-def score(preds: dict[str, list[np.ndarray]], panel, test_days: np.ndarray, cost_bps: float):
-    """Metrics and daily series of every (model, seed) on the common support of the test days."""
+def forward_targets(panel, days: np.ndarray) -> np.ndarray:
+    """``target_{h}d`` of ``t + 1`` on the global day axis for each of ``days``: the return a lag-1 book
+    can still earn (NaN on the panel's last day). # [len(days), N, H]"""
+    y = np.where(panel.Y_mask, panel.Y, np.nan).astype(np.float64)  # [D, N, H]
+    nxt = np.asarray(days) + 1
+    out = np.full((len(days), *y.shape[1:]), np.nan)
+    inside = nxt < y.shape[0]
+    out[inside] = y[nxt[inside]]
+    return out
+
+
+def common_support(preds: dict[str, list[np.ndarray]], panel, test_days: np.ndarray) -> np.ndarray:
+    """(day, stock) pairs of the test days where every (model, seed) has every horizon. # [D_test, N]"""
     support = np.all([np.isfinite(p[test_days]).all(-1) for runs in preds.values() for p in runs], axis=0)
-    support &= panel.M[test_days]  # [D_test, N]
+    return support & panel.M[test_days]
+
+
+def score(preds: dict[str, list[np.ndarray]], panel, test_days: np.ndarray, cost_bps: float,
+          lag: int = TRADEABLE_LAG):
+    """Metrics and daily series of every (model, seed) on the common support of the test days; books
+    traded at execution ``lag``."""
+    support = common_support(preds, panel, test_days)  # [D_test, N]
     h1 = panel.horizons.index(1) if 1 in panel.horizons else None
     returns = panel.Y[..., h1].astype(np.float64) if h1 is not None else None
     neutral = beta_neutral_returns(returns, panel.M)[test_days] if returns is not None else None
     returns = returns[test_days] if returns is not None else None
     target, mask = panel.Y[test_days], panel.Y_mask[test_days] & support[..., None]
+    forward = np.where(support[..., None], forward_targets(panel, test_days), np.nan)  # [D_test, N, H]
     results, frames = {}, []
     for name, runs in preds.items():
         results[name] = []
         for seed, pred in enumerate(runs):
             p = np.where(support[..., None], pred[test_days], np.nan)  # [D_test, N, H]
             daily = daily_metrics(p, target, mask, panel.horizons, returns, cost_bps, valid=support,
-                                  neutral_returns=neutral)
-            results[name].append({f"{h}d": summarise_daily(s, h, cost_bps) for h, s in daily.items()})
+                                  neutral_returns=neutral, lag=lag, forward_target=forward)
+            results[name].append({f"{h}d": summarise_daily(s, h, cost_bps, lag=lag) for h, s in daily.items()})
             for h, series in daily.items():
                 frames.append(pl.DataFrame({"Date": panel.dates[test_days], "model": name, "seed": seed,
                                             "horizon": h, **series}))
@@ -170,7 +203,8 @@ def score(preds: dict[str, list[np.ndarray]], panel, test_days: np.ndarray, cost
 
 
 def compare(data_path, seeds: int = 1, out="runs/compare", folds: int | None = None, models=None,
-            max_epochs: int | None = None, cost_bps: float | None = None, overrides=()) -> dict:
+            max_epochs: int | None = None, cost_bps: float | None = None, overrides=(),
+            lag: int | None = None) -> dict:
     """Train and score every selected model with ``seeds`` seeds; write the leaderboard files.
 
     Args:
@@ -180,6 +214,7 @@ def compare(data_path, seeds: int = 1, out="runs/compare", folds: int | None = N
         models: comma list or list of names (default: all of ``MODELS``).
         max_epochs: ATFT epochs; cost_bps: one-way cost (default ``train.eval.cost_bps``).
         overrides: Hydra overrides applied to every ATFT run and to the panel.
+        lag: execution lag of the books (default ``train.eval.lag``, 1; 0 is not tradeable).
     """
     from atft.config import load_config
 
@@ -188,16 +223,18 @@ def compare(data_path, seeds: int = 1, out="runs/compare", folds: int | None = N
     base += [f"train.trainer.max_epochs={max_epochs}"] if max_epochs else []
     cfg = load_config(base)
     cost = float(cfg.train.eval.cost_bps if cost_bps is None else cost_bps)
-    return run_models(cfg, Path(data_path), names, int(seeds), folds, Path(out), cost)
+    return run_models(cfg, Path(data_path), names, int(seeds), folds, Path(out), cost, eval_lag(cfg, lag))
 
 
-def walk_forward_run(cfg, data_path: Path, folds: int, out: Path, cost_bps: float) -> dict:
+def walk_forward_run(cfg, data_path: Path, folds: int, out: Path, cost_bps: float,
+                     lag: int = TRADEABLE_LAG) -> dict:
     """``evaluate --folds``: retrain a run's config on each fold, beside the free baselines."""
-    return run_models(cfg, Path(data_path), ["atft", "momentum_20d", "reversal_5d"], 1, folds, out, cost_bps)
+    return run_models(cfg, Path(data_path), ["atft", "momentum_20d", "reversal_5d"], 1, folds, out, cost_bps,
+                      lag)
 
 
 def run_models(cfg, data_path: Path, names: list[str], seeds: int, folds: int | None, out: Path,
-               cost: float, variants: dict[str, list[str]] | None = None) -> dict:
+               cost: float, lag: int = TRADEABLE_LAG, variants: dict[str, list[str]] | None = None) -> dict:
     """Predict with every model and seed on the (walk-forward) test days, score, write the leaderboard.
 
     ``variants``: ATFT name -> overrides (default ``ATFT_VARIANTS``; ``atft tune --refit`` passes its own).
@@ -219,12 +256,18 @@ def run_models(cfg, data_path: Path, names: list[str], seeds: int, folds: int | 
         preds[name] = baselines[name] if name in baselines else [
             atft_predictions(cfg, panel, splits, name, seed, out, variants) for seed in range(seeds)]
         log.info("compare: %s done (%d run(s))", name, len(preds[name]))
-    oracle = oracle_predictions(data_path, panel)
-    results, daily, days = score(preds | ({"oracle": [oracle]} if oracle is not None else {}), panel,
-                                 test_days, cost)
+    sidecar = oracle_sidecar(data_path)
+    oracle = oracle_predictions(data_path, panel, sidecar)
+    scored = preds | ({"oracle": [oracle]} if oracle is not None else {})
+    results, daily, days = score(scored, panel, test_days, cost, lag)
     board = aggregate_runs(results, oracle="oracle" if oracle is not None else None)
-    board.update({"dataset": str(data_path), "cost_bps": cost, "seeds": seeds, "folds": int(folds or 0),
-                  "horizons": panel.horizons, "test_days": days, "models_run": list(preds),
+    parts = oracle_components(sidecar[1] if sidecar else None, panel)
+    if parts:  # a planted market with components: each model's RankIC against each of them
+        support = common_support(scored, panel, test_days)
+        board["decomposition"] = decompose(scored, {TOTAL: oracle, **parts}, support, test_days, panel.horizons)
+    board.update({"dataset": str(data_path), "cost_bps": cost, "lag": lag, "se_method": SE_RULE, "seeds": seeds,
+                  "folds": int(folds or 0), "horizons": panel.horizons, "test_days": days,
+                  "models_run": list(preds),
                   "test_first": str(panel.dates[test_days[0]]), "test_last": str(panel.dates[test_days[-1]]),
                   "comparisons": paired_comparisons(daily, list(preds))})
     write_parquet(daily, out / "daily.parquet")

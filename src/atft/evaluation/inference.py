@@ -7,14 +7,15 @@ the run folder's ``data.json`` (``<run>/checkpoints/best.ckpt`` -> ``<run>/data.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from omegaconf import OmegaConf
 
+from atft.checkpoint_io import checkpoint_hparams, feature_difference, load_checkpoint, model_difference
 from atft.errors import InputError
+from atft.io_utils import read_json
 
 
 @dataclass
@@ -32,40 +33,40 @@ def run_record(checkpoint: Path) -> dict:
     """``data.json`` of the checkpoint's run folder (features, horizons, scaler)."""
     for folder in (checkpoint.parent, checkpoint.parent.parent):
         if (folder / "data.json").is_file():
-            return json.loads((folder / "data.json").read_text())
+            return read_json(folder / "data.json", "run record")
     raise InputError(f"checkpoint {checkpoint} has no data.json in its run folder (expected "
                      f"{checkpoint.parent.parent / 'data.json'}, written by `atft train`)")
 
 
 def load_module(checkpoint):
     """``(module, record)``: the LightningModule with the checkpoint's weights, and the run's data record."""
-    import torch
-
     from atft.training.module import ATFTLightningModule
 
     checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise InputError(f"checkpoint {checkpoint} does not exist")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    hp = state.get("hyper_parameters", {})
-    if "cfg" not in hp:
-        raise InputError(f"checkpoint {checkpoint} has no hyper_parameters.cfg (not written by `atft train`)")
+    state = load_checkpoint(checkpoint)
+    hp = checkpoint_hparams(state, checkpoint)
+    record = run_record(checkpoint)
+    check_record(hp, record, checkpoint)
     module = ATFTLightningModule(OmegaConf.create(hp["cfg"]), int(hp["n_features"]), list(hp["horizons"]))
-    module.load_state_dict(state["state_dict"])
+    load_weights(module, state["state_dict"], checkpoint)
     module.eval()
-    return module, run_record(checkpoint)
+    return module, record
 
 
-def feature_difference(expected: list[str], found: list[str]) -> str:
-    """One line naming the features missing from / extra in a dataset ('' when the lists agree)."""
-    missing = [f for f in expected if f not in found]
-    extra = [f for f in found if f not in expected]
-    parts = []
-    if missing:
-        parts.append(f"missing {len(missing)} ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})")
-    if extra:
-        parts.append(f"extra {len(extra)} ({', '.join(extra[:5])}{', ...' if len(extra) > 5 else ''})")
-    return "; ".join(parts)
+def check_record(hp: dict, record: dict, checkpoint: Path) -> None:
+    """Refuse a checkpoint whose model does not match its run folder's ``data.json``, naming what differs."""
+    diff = model_difference(hp, list(record.get("features", [])), list(record.get("horizons", [])))
+    if diff:
+        raise InputError(f"checkpoint {checkpoint} does not match its run record data.json: {diff}")
+
+
+def load_weights(module, state_dict: dict, checkpoint: Path) -> None:
+    """``module.load_state_dict`` with a one-line error naming the first mismatched tensor."""
+    try:
+        module.load_state_dict(state_dict)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise InputError(f"checkpoint {checkpoint} does not fit the model its config builds: {detail}") from None
 
 
 def load_matching_panel(data_path, module, record: dict):

@@ -1,8 +1,10 @@
 """Leaderboard: mean +- std over seeds per model, metric and horizon; paired significance of differences.
 
 A difference between two models is judged on the SAME days: the daily RankIC (or net long-short
-return) of one minus the other, whose mean has standard error ``std / sqrt(days)``. It is called real
-only when ``|mean| > 2 SE``; anything inside is reported as "within 2 SE (not distinguishable)".
+return) of one minus the other, whose mean has the Newey-West HAC standard error of
+:func:`atft.evaluation.metrics.hac_se` (at horizon h the daily differences overlap by h - 1 days). It is
+called real only when ``|mean| > 2 SE``; anything inside is reported as "within 2 SE (not
+distinguishable)".
 """
 
 from __future__ import annotations
@@ -12,7 +14,16 @@ import math
 import numpy as np
 import polars as pl
 
-from atft.evaluation.metrics import TRADING_DAYS, ic_summary
+from atft.evaluation.decomposition import format_decomposition
+from atft.evaluation.metrics import (
+    SE_METHOD,
+    SE_RULE,
+    TRADEABLE_LAG,
+    TRADING_DAYS,
+    hac_lags,
+    ic_summary,
+    lag_label,
+)
 from atft.io_utils import clean_json  # noqa: F401  (re-exported: the leaderboard's JSON form)
 
 BOARD_METRICS = ("rank_ic", "rank_ic_se", "tstat", "ic", "icir", "rank_icir", "sharpe", "sharpe_net",
@@ -47,9 +58,9 @@ def aggregate_runs(results: dict[str, list[dict]], oracle: str | None = None) ->
     return board
 
 
-def _paired(a: np.ndarray, b: np.ndarray, scale: float = 1.0) -> dict[str, float]:
-    """Mean, SE and t of the daily difference a - b over the days where both are finite."""
-    s = ic_summary(a - b)
+def _paired(a: np.ndarray, b: np.ndarray, scale: float = 1.0, horizon: int = 1) -> dict[str, float]:
+    """Mean, HAC SE and t of the daily difference a - b over the days where both are finite."""
+    s = ic_summary(a - b, horizon)
     mean, se = s["mean"] * scale, s["se"] * scale
     t = mean / se if se and np.isfinite(se) and se > 0 else math.nan
     if not np.isfinite(t):
@@ -58,7 +69,7 @@ def _paired(a: np.ndarray, b: np.ndarray, scale: float = 1.0) -> dict[str, float
         verdict = "within 2 SE (not distinguishable)"
     else:
         verdict = "higher" if t > 0 else "lower"
-    return {"diff": mean, "se": se, "t": t, "days": s["days"], "verdict": verdict}
+    return {"diff": mean, "se": se, "t": t, "days": s["days"], "se_lags": s["lags"], "verdict": verdict}
 
 
 def seed_mean_series(daily: pl.DataFrame, model: str, horizon: int, column: str) -> np.ndarray:
@@ -84,10 +95,17 @@ def paired_comparisons(daily: pl.DataFrame, models: list[str]) -> list[dict]:
             if other == ref:
                 continue
             row = {"reference": ref, "other": other, "horizon": f"{h}d"}
-            row["rank_ic"] = _paired(ref_ic, seed_mean_series(daily, other, h, "rank_ic"))
-            row["ann_return_net"] = _paired(ref_ls, seed_mean_series(daily, other, h, "ls_net"), TRADING_DAYS)
+            row["rank_ic"] = _paired(ref_ic, seed_mean_series(daily, other, h, "rank_ic"), horizon=h)
+            row["ann_return_net"] = _paired(ref_ls, seed_mean_series(daily, other, h, "ls_net"), TRADING_DAYS, h)
             out.append(row)
     return out
+
+
+def lag_text(lag: int) -> str:
+    """What the books' execution lag means, for footnotes."""
+    if lag == 0:
+        return "lag 0: entered at the close that produced the signal (not tradeable)"
+    return f"lag {lag}: a signal from the close of t is entered at the close of t+{lag}"
 
 
 def _fmt(stat: dict, digits: int = 3, pct: bool = False) -> str:
@@ -107,11 +125,12 @@ def format_leaderboard(board: dict) -> str:
              f"one-way cost: {board.get('cost_bps')} bps. Mean ± std over seeds; every model is scored on the "
              "same days and stocks.", ""]
     share = board.get("oracle_share")
+    lag = int(board.get("lag", TRADEABLE_LAG))
     for h in board.get("horizons", []):
         key = f"{h}d"
         lines += [f"## Horizon {key}", "",
-                  "| model | RankIC | SE | t | IC | ICIR | Sharpe | Sharpe net | ±SE | Sharpe net β-neutral "
-                  "| ann. ret net | max DD net | turnover | days |" + (" oracle share |" if share else ""),
+                  f"| model | RankIC | SE | t | IC | ICIR | Sharpe({lag_label(lag)}) | Sharpe net | ±SE "
+                  "| Sharpe net β-neutral | ann. ret net | max DD net | turnover | days |" + (" oracle share |" if share else ""),
                   "|---" * (14 + bool(share)) + "|"]
         rows = sorted(board["models"].items(), key=lambda kv: -np.nan_to_num(kv[1][key]["rank_ic"]["mean"],
                                                                                nan=-9))
@@ -125,18 +144,22 @@ def format_leaderboard(board: dict) -> str:
             if share:
                 cells.append(f"{share[name][key]:.0%}" if np.isfinite(share[name][key]) else "n/a")
             lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+        days = int(np.nanmax([_num(m[key]["days"]["mean"]) for _, m in rows] + [0]))
+        lines += ["", f"SE and ±SE: {SE_METHOD}, {hac_lags(days, h)} lags over {days} days.", ""]
     comps = board.get("comparisons") or []
     if comps:
         lines += ["## Paired differences (same days; reference minus other)", "",
-                  "| horizon | reference | other | ΔRankIC | SE | t | verdict | Δann. ret net | SE | verdict |",
+                  "| horizon | reference | other | ΔRankIC | SE (HAC) | t | verdict | Δann. ret net | SE (HAC) | verdict |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for c in comps:
             r, a = c["rank_ic"], c["ann_return_net"]
             lines.append(f"| {c['horizon']} | {c['reference']} | {c['other']} | {r['diff']:+.4f} | {r['se']:.4f} | "
                          f"{r['t']:+.1f} | {r['verdict']} | {a['diff']:+.1%} | {a['se']:.1%} | {a['verdict']} |")
         lines.append("")
-    lines += ["RankIC: mean daily Spearman correlation; SE = std/sqrt(days); t = mean/SE. Sharpe: annualised "
-              "quintile long-short (staggered sub-books for h > 1), ±SE ≈ sqrt(252/days). A difference is "
-              "called real only beyond 2 SE of the paired daily difference. See docs/evaluation.md.", ""]
+    lines += format_decomposition(board.get("decomposition"), board.get("horizons", []))
+    lines += [f"RankIC: mean daily Spearman correlation; SE: {SE_RULE} "
+              "(daily values overlap by h − 1 days at horizon h); t = mean/SE. Sharpe: annualised quintile "
+              f"long-short (staggered sub-books for h > 1), {lag_text(lag)}; ±SE: Lo (2002) with the HAC variance "
+              "of the mean. A difference is called real only beyond 2 HAC SE of the paired daily difference. "
+              "See docs/evaluation.md.", ""]
     return "\n".join(lines)

@@ -10,14 +10,21 @@ Conventions (see docs/evaluation.md):
   valid stocks, or a constant target, are NaN and left out of every summary. A constant prediction
   carries no ranking information and scores exactly 0 (not NaN), so a collapsed model reads as
   IC 0 rather than silently dropping the day.
-- Long-short book: the position formed from the prediction of day ``t`` is entered at the close of
-  ``t`` and earns ``returns_1d[t] = Close(t+1)/Close(t) - 1``. Long leg weights sum to +1, short
+- Long-short book: the position formed from the prediction of day ``t`` is entered ``lag`` days
+  later, at the close of ``t + lag``, and earns ``returns_1d[t + lag] = Close(t+lag+1)/Close(t+lag) - 1``.
+  ``lag = 1`` (the default, :data:`TRADEABLE_LAG`) is what can be traded: the close of ``t`` produced
+  the features, so nobody can trade at it. ``lag = 0`` is the research convention, labelled "not
+  tradeable" wherever it is shown. The days before the first lagged signal are not part of the book.
+  IC and RankIC stay against ``target_{h}d`` (from the close of ``t``). Long leg weights sum to +1, short
   leg weights to -1 (gross exposure 2, net 0). For horizon ``h > 1`` there are ``h`` staggered
   sub-books; sub-book ``j`` rebalances on days with ``t % h == j`` and holds ``h`` days; the portfolio
   weight is the mean of the sub-books' weights, so its daily return is the mean of theirs and daily
   returns never overlap. Weights are held at their targets between rebalances (no price drift).
 - Turnover on day ``t`` is ``sum_n |W_t[n] - W_{t-1}[n]|`` (starting from a flat book, so the first
   day pays for building it); net return = gross - turnover * cost_bps / 1e4 (cost per unit traded).
+- The standard error of every mean of a daily series (IC, RankIC, paired differences, quintile
+  returns, long-short returns, the Sharpe ratio) is Newey-West HAC (:func:`hac_se`): at horizon
+  ``h`` consecutive days share ``h - 1`` return days, and ``std / sqrt(days)`` is ~sqrt(h) too small.
 """
 
 from __future__ import annotations
@@ -27,8 +34,12 @@ import math
 import numpy as np
 from scipy.stats import rankdata
 
+from atft.errors import InputError
+from atft.evaluation.hac import SE_METHOD, SE_RULE, hac_lags, hac_se, se_note  # noqa: F401  (one import for callers)
+
 TRADING_DAYS = 252
 MIN_STOCKS = 5
+TRADEABLE_LAG = 1  # days from the close that produced a signal to the close it is traded at
 
 
 def _valid(mask: np.ndarray | None, *arrays: np.ndarray) -> np.ndarray:
@@ -91,16 +102,18 @@ def daily_rank_ic(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None 
     return _pearson_rows(within_day_ranks(pred, valid), within_day_ranks(target, valid), valid, min_stocks)
 
 
-def ic_summary(daily: np.ndarray) -> dict[str, float]:
-    """Mean, std, ICIR = mean/std, t-stat = ICIR * sqrt(days), se = std/sqrt(days) of the finite days."""
+def ic_summary(daily: np.ndarray, horizon: int = 1) -> dict[str, float]:
+    """Mean, std, ICIR = mean/std, HAC ``se`` (:func:`hac_se` at ``horizon``), ``tstat = mean/se``,
+    ``days`` (the finite days) and ``lags`` (the HAC lag count) of a daily series."""
     x = np.asarray(daily, dtype=np.float64)
-    x = x[np.isfinite(x)]
-    days = int(x.size)
-    mean = float(x.mean()) if days else math.nan
-    std = float(x.std(ddof=1)) if days > 1 else math.nan
+    finite = x[np.isfinite(x)]
+    days = int(finite.size)
+    mean = float(finite.mean()) if days else math.nan
+    std = float(finite.std(ddof=1)) if days > 1 else math.nan
     icir = mean / std if days > 1 and std > 0 else math.nan
-    return {"mean": mean, "std": std, "icir": icir, "tstat": icir * math.sqrt(days) if days else math.nan,
-            "days": days, "se": std / math.sqrt(days) if days > 1 else math.nan}
+    se = hac_se(x, horizon)
+    return {"mean": mean, "std": std, "icir": icir, "tstat": mean / se if days > 1 and se > 0 else math.nan,
+            "days": days, "se": se, "lags": hac_lags(days, horizon)}
 
 
 # ----------------------------------------------------------------------------------------- books
@@ -176,6 +189,37 @@ def long_short_returns(pred: np.ndarray, returns_1d: np.ndarray, mask: np.ndarra
     return book_returns(weights, returns_1d, cost_bps)
 
 
+def lag_days(x: np.ndarray, lag: int) -> np.ndarray:
+    """Shift along days so that row t holds row t - lag (NaN for the first ``lag`` days). # [D, ...]"""
+    if lag < 0:
+        raise InputError(f"execution lag must be >= 0 days, got {lag}")
+    if lag == 0:
+        return x
+    out = np.full_like(x, np.nan, dtype=np.float64)
+    if lag < len(x):
+        out[lag:] = x[:-lag]
+    return out
+
+
+def lag_label(lag: int) -> str:
+    """``lag1`` for tables and log lines; lag 0 says it is not tradeable."""
+    return f"lag{lag}" + (" not tradeable" if lag == 0 else "")
+
+
+def lagged_long_short(pred: np.ndarray, returns_1d: np.ndarray, valid: np.ndarray | None = None,
+                      horizon: int = 1, quantile: float = 0.2, cost_bps: float = 0.0,
+                      lag: int = TRADEABLE_LAG) -> dict[str, np.ndarray]:
+    """:func:`long_short_returns` of the signal of day ``t - lag`` held over ``returns_1d[t]``.
+
+    A stock is in the book of row ``t`` when it had a prediction (and ``valid``) on ``t - lag``; the
+    first ``lag`` rows have no signal and are NaN (not part of the test). # each [D]
+    """
+    signal = lag_days(np.where(_valid(valid, pred), pred, np.nan), lag)  # [D, N]: row t = signal of t - lag
+    book = long_short_returns(signal, returns_1d, None, horizon, quantile, cost_bps)
+    book["gross"][:lag], book["net"][:lag] = np.nan, np.nan
+    return book
+
+
 # ---------------------------------------------------------------------------- return statistics
 
 
@@ -192,12 +236,29 @@ def sharpe(daily_returns: np.ndarray) -> float:
     return float(math.sqrt(TRADING_DAYS) * x.mean() / x.std(ddof=1))
 
 
-def sharpe_se(sharpe_annual: float, days: int) -> float:
-    """Standard error of an annualised Sharpe (Lo 2002, iid): sqrt(252 * (1 + SR_d^2 / 2) / days)."""
-    if days < 2 or not math.isfinite(sharpe_annual):
+def sharpe_se(sharpe_annual: float, days: int, variance_ratio: float = 1.0) -> float:
+    """Standard error of an annualised Sharpe: ``sqrt(252 (kappa + SR_d^2 / 2) / days)``.
+
+    Lo (2002) with the variance of the mean inflated by ``kappa = variance_ratio`` (HAC over iid
+    variance of the mean, :func:`book_sharpe_se`); ``kappa = 1`` is Lo's iid formula.
+    """
+    if days < 2 or not math.isfinite(sharpe_annual) or not math.isfinite(variance_ratio):
         return math.nan
     sr_daily = sharpe_annual / math.sqrt(TRADING_DAYS)
-    return math.sqrt(TRADING_DAYS * (1.0 + 0.5 * sr_daily**2) / days)
+    return math.sqrt(TRADING_DAYS * (variance_ratio + 0.5 * sr_daily**2) / days)
+
+
+def book_sharpe_se(daily_returns: np.ndarray, horizon: int = 1) -> float:
+    """HAC standard error of the annualised Sharpe of a daily book (staggered for ``horizon`` > 1).
+
+    ``kappa = (hac_se / (std / sqrt(days)))^2`` carries the autocorrelation of the daily returns (with
+    the lags of :func:`hac_lags` at ``horizon``) into :func:`sharpe_se`.
+    """
+    x = _finite(daily_returns)
+    if x.size < 2 or x.std(ddof=1) == 0:
+        return math.nan
+    kappa = (hac_se(daily_returns, horizon) / (x.std(ddof=1) / math.sqrt(x.size))) ** 2
+    return sharpe_se(sharpe(daily_returns), int(x.size), kappa)
 
 
 def annualised_return(daily_returns: np.ndarray) -> float:
@@ -244,11 +305,21 @@ def _daily_returns_for(k: int, h: int, target: np.ndarray, horizons: list[int],
     return np.asarray(target[..., k], dtype=np.float64) / h  # proxy: mean daily return over the window
 
 
+def _forward_target(target: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """``target_{h}d`` of ``t + 1`` on row ``t`` (rows taken as consecutive trading days). # [D, N, H]"""
+    present = target if mask is None else np.where(mask, target, np.nan)
+    out = np.full_like(present, np.nan)
+    out[:-1] = present[1:]
+    return out
+
+
 def daily_metrics(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None, horizons: list[int],
                   daily_returns: np.ndarray | None = None, cost_bps: float = 0.0, *, quantile: float = 0.2,
                   valid: np.ndarray | None = None, neutral_returns: np.ndarray | None = None,
-                  min_stocks: int = MIN_STOCKS) -> dict[int, dict[str, np.ndarray]]:
-    """Per-horizon daily series ``[D]``: ``ic, rank_ic, ls_gross, ls_net, ls_turnover`` (+ beta-neutral).
+                  min_stocks: int = MIN_STOCKS, lag: int = TRADEABLE_LAG,
+                  forward_target: np.ndarray | None = None) -> dict[int, dict[str, np.ndarray]]:
+    """Per-horizon daily series ``[D]``: ``ic, rank_ic, rank_ic_lag1, ls_gross, ls_net, ls_turnover``
+    (+ beta-neutral).
 
     Arguments as :func:`evaluate_predictions`, which summarises exactly these series.
     """
@@ -256,54 +327,63 @@ def daily_metrics(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None,
     if pred.shape != target.shape or pred.ndim != 3 or pred.shape[2] != len(horizons):
         raise ValueError(f"pred {pred.shape} and target {target.shape} must be [D, N, H={len(horizons)}]")
     horizons = [int(h) for h in horizons]
+    forward = _forward_target(target, mask) if forward_target is None else np.asarray(forward_target, np.float64)
     out: dict[int, dict[str, np.ndarray]] = {}
     for k, h in enumerate(horizons):
         m = None if mask is None else np.asarray(mask)[..., k]
-        trade = _valid(valid, pred[..., k])
-        book = long_short_returns(pred[..., k], _daily_returns_for(k, h, target, horizons, daily_returns),
-                                  trade, h, quantile, cost_bps)
-        series = {"ic": daily_ic(pred[..., k], target[..., k], m, min_stocks),
-                  "rank_ic": daily_rank_ic(pred[..., k], target[..., k], m, min_stocks),
+        p = pred[..., k]
+        book = lagged_long_short(p, _daily_returns_for(k, h, target, horizons, daily_returns), valid, h,
+                                 quantile, cost_bps, lag)
+        series = {"ic": daily_ic(p, target[..., k], m, min_stocks),
+                  "rank_ic": daily_rank_ic(p, target[..., k], m, min_stocks),
+                  "rank_ic_lag1": daily_rank_ic(p, forward[..., k], None, min_stocks),
                   "ls_gross": book["gross"], "ls_net": book["net"], "ls_turnover": book["turnover"]}
         if neutral_returns is not None:
-            neutral = long_short_returns(pred[..., k], neutral_returns, trade, h, quantile, cost_bps)
+            neutral = lagged_long_short(p, neutral_returns, valid, h, quantile, cost_bps, lag)
             series["ls_gross_beta_neutral"], series["ls_net_beta_neutral"] = neutral["gross"], neutral["net"]
         out[h] = series
     return out
 
 
-def _book_summary(gross: np.ndarray, net: np.ndarray, turnover: np.ndarray | None,
+def _book_summary(gross: np.ndarray, net: np.ndarray, turnover: np.ndarray | None, horizon: int,
                   suffix: str = "") -> dict[str, float]:
-    """Sharpe, annualised return, drawdown, hit rate of one long-short book (gross and net)."""
+    """Sharpe (with its HAC SE), annualised return, drawdown, hit rate of one long-short book."""
     days = int(np.isfinite(gross).sum())
     out = {"sharpe": sharpe(gross), "sharpe_net": sharpe(net), "ann_return": annualised_return(gross),
            "ann_return_net": annualised_return(net), "max_drawdown": max_drawdown(gross),
-           "max_drawdown_net": max_drawdown(net), "hit_rate": hit_rate(gross), "ls_days": days}
-    out["sharpe_se"] = sharpe_se(out["sharpe"], days)
+           "max_drawdown_net": max_drawdown(net), "hit_rate": hit_rate(gross), "ls_days": days,
+           "sharpe_se": book_sharpe_se(gross, horizon),
+           "ann_return_net_se": TRADING_DAYS * hac_se(net, horizon)}
     if turnover is not None:
         out["turnover"] = float(np.mean(turnover[np.isfinite(gross)])) if days else math.nan
     return {f"{k}{suffix}": v for k, v in out.items()}
 
 
-def summarise_daily(series: dict[str, np.ndarray], horizon: int, cost_bps: float) -> dict[str, float]:
-    """The summary row of one horizon's daily series (see :func:`evaluate_predictions`)."""
-    ic, ric = ic_summary(series["ic"]), ic_summary(series["rank_ic"])
+def summarise_daily(series: dict[str, np.ndarray], horizon: int, cost_bps: float, *,
+                    lag: int = TRADEABLE_LAG) -> dict[str, float]:
+    """The summary row of one horizon's daily series (see :func:`evaluate_predictions`); ``lag`` is
+    the execution lag the books of ``series`` were built with, recorded in the row."""
+    ic, ric = ic_summary(series["ic"], horizon), ic_summary(series["rank_ic"], horizon)
     row = {"ic": ic["mean"], "rank_ic": ric["mean"], "icir": ic["icir"], "rank_icir": ric["icir"],
            "tstat": ric["tstat"], "ic_tstat": ic["tstat"], "rank_ic_se": ric["se"], "ic_se": ic["se"],
-           "rank_ic_hit_rate": hit_rate(series["rank_ic"]), "days": ric["days"]}
-    row.update(_book_summary(series["ls_gross"], series["ls_net"], series["ls_turnover"]))
+           "rank_ic_hit_rate": hit_rate(series["rank_ic"]), "days": ric["days"], "se_lags": ric["lags"]}
+    if "rank_ic_lag1" in series:
+        fwd = ic_summary(series["rank_ic_lag1"], horizon)
+        row.update({"rank_ic_lag1": fwd["mean"], "rank_ic_lag1_se": fwd["se"]})
+    row.update(_book_summary(series["ls_gross"], series["ls_net"], series["ls_turnover"], horizon))
     if "ls_gross_beta_neutral" in series:
-        row.update(_book_summary(series["ls_gross_beta_neutral"], series["ls_net_beta_neutral"], None,
+        row.update(_book_summary(series["ls_gross_beta_neutral"], series["ls_net_beta_neutral"], None, horizon,
                                  suffix="_beta_neutral"))
-    row.update({"cost_bps": float(cost_bps), "horizon": int(horizon)})
+    row.update({"cost_bps": float(cost_bps), "horizon": int(horizon), "lag": int(lag)})
     return row
 
 
 def evaluate_predictions(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None,
                          horizons: list[int], daily_returns: np.ndarray | None = None,
                          cost_bps: float = 0.0, *, quantile: float = 0.2, valid: np.ndarray | None = None,
-                         neutral_returns: np.ndarray | None = None,
-                         min_stocks: int = MIN_STOCKS) -> dict[str, dict[str, float]]:
+                         neutral_returns: np.ndarray | None = None, min_stocks: int = MIN_STOCKS,
+                         lag: int = TRADEABLE_LAG,
+                         forward_target: np.ndarray | None = None) -> dict[str, dict[str, float]]:
     """Every per-horizon metric of a prediction panel: the one source of reported numbers.
 
     Args:
@@ -319,43 +399,64 @@ def evaluate_predictions(pred: np.ndarray, target: np.ndarray, mask: np.ndarray 
             instead would select only stocks known to survive h days (survivorship bias).
         neutral_returns: ``[D, N]`` market-beta-neutral next-day returns; adds ``*_beta_neutral`` keys.
         min_stocks: days with fewer valid stocks have no IC (default 5).
+        lag: execution lag of every book in days (default 1, tradeable; 0 is not tradeable).
+        forward_target: ``[D, N, H]`` the lag-1 forward return (``target_{h}d`` of ``t + 1`` on the
+            global day axis) for ``rank_ic_lag1``; None -> ``target`` shifted by one row.
 
     Returns:
         ``{"1d": {"ic", "rank_ic", "icir", "rank_icir", "tstat", "ic_tstat", "rank_ic_se", "ic_se",
-        "rank_ic_hit_rate", "days", "sharpe", "sharpe_net", "sharpe_se", "ann_return",
-        "ann_return_net", "max_drawdown", "max_drawdown_net", "turnover", "hit_rate", "ls_days",
-        "cost_bps", "horizon"}, ...}``; ``tstat`` is that of the mean RankIC; ``days`` counts days
-        with a RankIC.
+        "rank_ic_hit_rate", "days", "se_lags", "rank_ic_lag1", "rank_ic_lag1_se", "sharpe",
+        "sharpe_net", "sharpe_se", "ann_return", "ann_return_net", "ann_return_net_se",
+        "max_drawdown", "max_drawdown_net", "turnover", "hit_rate", "ls_days", "cost_bps", "horizon",
+        "lag"}, ...}``; ``tstat`` is that of the mean RankIC; ``days`` counts days with a RankIC; every
+        ``*_se`` is HAC (:func:`hac_se`, ``se_lags`` lags).
     """
     daily = daily_metrics(pred, target, mask, horizons, daily_returns, cost_bps, quantile=quantile,
-                          valid=valid, neutral_returns=neutral_returns, min_stocks=min_stocks)
-    return {f"{h}d": summarise_daily(series, h, cost_bps) for h, series in daily.items()}
+                          valid=valid, neutral_returns=neutral_returns, min_stocks=min_stocks, lag=lag,
+                          forward_target=forward_target)
+    return {f"{h}d": summarise_daily(series, h, cost_bps, lag=lag) for h, series in daily.items()}
 
 
-def quantile_mean_returns(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None,
-                          n_bins: int = 5) -> tuple[np.ndarray, np.ndarray, int]:
-    """Mean target by within-day prediction quantile (bin 0 = lowest), averaged over days.
+def _quantile_daily(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None, n_bins: int) -> np.ndarray:
+    """Daily mean target of each within-day prediction quantile bin; NaN on days with < n_bins stocks.
 
     A stock's bin is ``floor((rank - 1) * n_bins / n)`` of its average rank among the day's ``n`` valid
-    stocks; days with fewer than ``n_bins`` valid stocks are skipped.
-
-    Returns:
-        ``(mean [n_bins], se [n_bins], days)``: mean over days of each bin's daily mean target, its
-        standard error over days, and the number of days used.
+    stocks (bin 0 = lowest). # [D, n_bins]
     """
     pred, target = np.asarray(pred, dtype=np.float64), np.asarray(target, dtype=np.float64)
     valid = _valid(mask, pred, target)
     n = valid.sum(axis=1, keepdims=True)  # [D, 1]
     ranks = within_day_ranks(pred, valid)  # [D, N]
     bins = np.floor((np.nan_to_num(ranks) - 1) * n_bins / np.maximum(n, 1)).astype(int)  # [D, N]
-    days = (n[:, 0] >= n_bins)
     daily = np.full((pred.shape[0], n_bins), np.nan)  # [D, n_bins]
     for b in range(n_bins):  # a loop over the few bins; days and stocks stay vectorised
         sel = valid & (bins == b)
         count = sel.sum(axis=1)
         daily[:, b] = np.where(count > 0, np.where(sel, target, 0.0).sum(axis=1) / np.maximum(count, 1), np.nan)
-    daily = daily[days]
-    used = int(days.sum())
+    daily[n[:, 0] < n_bins] = np.nan
+    return daily
+
+
+def quantile_mean_returns(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None,
+                          n_bins: int = 5, horizon: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
+    """Mean target by within-day prediction quantile (bin 0 = lowest), averaged over days.
+
+    Days with fewer than ``n_bins`` valid stocks are skipped (gaps for the HAC SE).
+
+    Returns:
+        ``(mean [n_bins], se [n_bins], days)``: mean over days of each bin's daily mean target, its
+        HAC standard error (:func:`hac_se` at ``horizon``), and the number of days used.
+    """
+    daily = _quantile_daily(pred, target, mask, n_bins)  # [D, n_bins]
+    used = int(np.isfinite(daily).any(axis=1).sum())
     mean = np.nanmean(daily, axis=0) if used else np.full(n_bins, np.nan)
-    se = np.nanstd(daily, axis=0, ddof=1) / np.sqrt(used) if used > 1 else np.full(n_bins, np.nan)
+    se = np.array([hac_se(daily[:, b], horizon) for b in range(n_bins)])
     return mean, se, used
+
+
+def quantile_spread(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None, n_bins: int = 5,
+                    horizon: int = 1) -> dict[str, float]:
+    """Top-minus-bottom quantile spread of the daily mean target: ``{"mean", "se", "tstat", "days"}`` (HAC)."""
+    daily = _quantile_daily(pred, target, mask, n_bins)
+    s = ic_summary(daily[:, -1] - daily[:, 0], horizon)
+    return {"mean": s["mean"], "se": s["se"], "tstat": s["tstat"], "days": s["days"]}

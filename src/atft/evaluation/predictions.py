@@ -16,6 +16,7 @@ import polars as pl
 
 from atft.errors import InputError
 from atft.evaluation.metrics import within_day_ranks
+from atft.io_utils import read_parquet
 
 PRED_RE = re.compile(r"^pred_(\d+)d$")
 
@@ -45,7 +46,7 @@ def read_predictions(path) -> pl.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"predictions file {path} does not exist")
-    df = pl.read_parquet(path)
+    df = read_parquet(path, "predictions file")
     for col in ("Code", "Date"):
         if col not in df.columns:
             raise InputError(f"predictions file {path} has no {col!r} column (expected Code, Date, pred_{{h}}d)")

@@ -51,12 +51,14 @@ class DayGraphBuilder:
     For day d, among the stocks valid on d: correlations over days d-W+1..d (``window_correlation``),
     each stock's ``k`` largest-|corr| partners (itself excluded), symmetrised (i-j kept if either picked
     the other). ``graph(d, stock_idx)`` keeps the edges among ``stock_idx`` and adds exactly one
-    self-loop per requested stock with attributes [1, sector known, market known].
+    self-loop per requested stock with attributes [1, sector known on d, market known on d].
 
     Args:
         returns: ``[D, N]`` daily returns (NaN = missing), the value known at the close of each day.
         valid: ``[D, N]`` bool, stock tradable / sampled on that day.
-        sector_id, market_id: ``[N]`` int ids, < 0 where unknown (None: all unknown).
+        sector_id, market_id: int ids as of each day ``[D, N]`` (or static ``[N]``), < 0 where the
+            stock has no label that day (None: all unknown). An unlabelled stock shares no group:
+            ``same_sector = same_market = 0`` on all its edges, self-loop included.
         window: W, days in the correlation window (default 60).
         k: neighbours per stock (default 10).
         min_periods: observations a stock needs in the window (default max(2, W // 2)).
@@ -72,11 +74,8 @@ class DayGraphBuilder:
         self.valid = _as_numpy(valid, bool)  # [D, N]
         if self.returns.ndim != 2 or self.returns.shape != self.valid.shape:
             raise ValueError(f"returns {self.returns.shape} and valid {self.valid.shape} must both be [D, N]")
-        n = self.returns.shape[1]
-        self.sector_id = np.full(n, -1) if sector_id is None else _as_numpy(sector_id, np.int64)
-        self.market_id = np.full(n, -1) if market_id is None else _as_numpy(market_id, np.int64)
-        if self.sector_id.shape != (n,) or self.market_id.shape != (n,):
-            raise ValueError(f"sector_id / market_id must be [N={n}]")
+        self.sector_id = self._ids(sector_id, "sector_id")  # [D, N]
+        self.market_id = self._ids(market_id, "market_id")  # [D, N]
         if window < 2 or k < 1:
             raise InputError(f"model.graph.window must be >= 2 and model.graph.k >= 1, got {window}, {k}")
         self.window, self.k = window, k
@@ -135,10 +134,22 @@ class DayGraphBuilder:
         all_src, all_dst = np.concatenate([src, stock_idx]), np.concatenate([dst, stock_idx])
         attr = np.stack([
             np.concatenate([corr, np.ones(len(stock_idx), np.float32)]),
-            self._same(self.sector_id, all_src, all_dst),
-            self._same(self.market_id, all_src, all_dst),
+            self._same(self.sector_id[d], all_src, all_dst),
+            self._same(self.market_id[d], all_src, all_dst),
         ], axis=1)  # [E, 3]
         return torch.from_numpy(edge_index), torch.from_numpy(attr.astype(np.float32))
+
+    def _ids(self, ids, name: str) -> np.ndarray:
+        """Label ids as ``[D, N]`` (a static ``[N]`` vector is repeated over the days; None: all -1)."""
+        D, N = self.returns.shape
+        if ids is None:
+            return np.full((D, N), -1, dtype=np.int32)
+        ids = _as_numpy(ids, np.int32)
+        if ids.shape == (N,):
+            return np.broadcast_to(ids, (D, N))
+        if ids.shape != (D, N):
+            raise ValueError(f"{name} must be [N={N}] or [D={D}, N={N}], got {list(ids.shape)}")
+        return ids
 
     @staticmethod
     def _same(ids: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:

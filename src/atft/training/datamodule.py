@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from atft.data.panel import Panel, load_panel
 from atft.training.sampler import DayBatchSampler
+from atft.training.targets import cross_sectional_targets
 
 log = logging.getLogger("atft.training")
 
@@ -33,9 +34,12 @@ class PanelWindows:
         panel: the loaded panel.
         lookback: ``T`` days per window.
         min_history_frac: a sample needs ``ceil(frac * T)`` valid days in its window (default 0.5).
+        target_norm: the cross-sectional training target (``atft.training.targets``, default zscore).
+        winsorize_sigma: its clip (default 3).
     """
 
-    def __init__(self, panel: Panel, lookback: int, min_history_frac: float = 0.5):
+    def __init__(self, panel: Panel, lookback: int, min_history_frac: float = 0.5, target_norm: str = "zscore",
+                 winsorize_sigma: float = 3.0):
         D, N, F = panel.X.shape
         self.T = int(lookback)
         pad = self.T - 1
@@ -48,6 +52,9 @@ class PanelWindows:
         self.valid = torch.from_numpy(valid)  # [D+T-1, N] step mask for the model
         self.y = torch.from_numpy(np.nan_to_num(panel.Y, nan=0.0))  # [D, N, H]
         self.y_mask = torch.from_numpy(panel.Y_mask)  # [D, N, H]
+        # per-day normalised targets for the loss; metrics keep the raw y
+        self.y_norm = torch.from_numpy(cross_sectional_targets(
+            panel.Y, panel.Y_mask, target_norm, winsorize_sigma, scale_days=panel.splits.train))  # [D, N, H]
         self.offsets = torch.arange(self.T)  # [T]
 
     def to(self, device) -> PanelWindows:
@@ -102,6 +109,7 @@ class DayBatchDataset(Dataset):
         stock_t = torch.from_numpy(np.concatenate(stock_idx)).long()  # [B]
         batch = {"date_idx": date_t, "stock_idx": stock_t, "day": torch.from_numpy(np.concatenate(day)).long(),
                  "y": self.windows.y[date_t, stock_t], "y_mask": self.windows.y_mask[date_t, stock_t],
+                 "y_norm": self.windows.y_norm[date_t, stock_t],
                  "edge_index": torch.cat(edges, 1), "edge_attr": torch.cat(attrs, 0)}
         if self.gather:
             batch["x"], batch["x_mask"] = self.windows.gather(date_t, stock_t)  # [B, T, F], [B, T]
@@ -156,7 +164,9 @@ class PanelDataModule(pl.LightningDataModule):
             return
         if self.panel is None:
             self.panel = load_panel(self.cfg.data.path, self.cfg.data, model_cfg=self.cfg.model)
-        self.windows = PanelWindows(self.panel, self.cfg.data.lookback, self.cfg.data.min_history_frac)
+        loss = self.cfg.train.loss
+        self.windows = PanelWindows(self.panel, self.cfg.data.lookback, self.cfg.data.min_history_frac,
+                                    str(loss.target_norm), float(loss.winsorize_sigma))
         self.graph_builder = build_graph_builder(self.panel, self.cfg.model)
 
     def panel_on_device(self) -> bool:

@@ -1,11 +1,16 @@
-"""Degeneracy guard: detects collapsing predictions and resets the prediction head.
+"""Degeneracy guard: detects collapsing predictions and resets the modules that produce them.
 
-Check (every ``check_every`` training batches): for each horizon ``h`` the per-day standard deviation
-of the predictions, averaged over the batch's days, ``s_h``. Horizon ``h`` is degenerate when
+Check (every ``check_every`` training batches, after the optimiser step): the module's
+``eval_prediction_terms(batch)`` - a no-grad **eval-mode** forward of the current batch, so dropout
+noise cannot pass for prediction spread - gives, for each horizon ``h``, the per-day standard
+deviation of the predictions averaged over the batch's days, ``s_h``. Horizon ``h`` is degenerate when
 
     s_h < pred_std_floor   or   s_h < target_std_frac * (per-day std of target_h)
 
-Reset: every parameter ``p`` of ``model.prediction_head`` gets ``p += N(0, sigma_p^2)`` with
+(A module without ``eval_prediction_terms`` is read from ``last_terms``, the training step's terms.)
+Non-check batches touch no tensor, so they add no host synchronisation.
+
+Reset: every parameter ``p`` of the reset modules gets ``p += N(0, sigma_p^2)`` with
 
     sigma_p = scale * std(p)                    (relative to the parameter's own spread)
     sigma_p = scale / sqrt(fan_in)              when std(p) ~ 0 (e.g. zeroed weights),
@@ -13,9 +18,12 @@ Reset: every parameter ``p`` of ``model.prediction_head`` gets ``p += N(0, sigma
 
 ``scale`` starts at ``reset_scale`` (``DEGENERACY_RESET_SCALE``). The noise comes from a generator
 seeded by ``(seed, global_step)`` so runs stay reproducible. The next ``recovery_batches`` batches are
-then checked: the first healthy one logs ``variance restored``; if none is, the reset failed, the
-scale is multiplied by ``escalation`` and the head reset again. After ``max_failures`` consecutive
-failures training stops with a message saying so.
+then checked the same way (eval mode): the first healthy one logs ``variance restored``; if none is,
+the reset failed, the scale is multiplied by ``escalation`` and the reset reaches one stage further
+upstream (``reset_stages``: the prediction head, then the fusion, then the last temporal-encoder
+layers; a collapse upstream of the head cannot be repaired at the head). Every ``reset applied`` line
+names the modules it reset. After ``max_failures`` consecutive failures training stops with a
+message saying so.
 """
 
 from __future__ import annotations
@@ -30,8 +38,11 @@ log = logging.getLogger("atft.training")
 TAG = "[DEGENERACY-GUARD]"
 
 
+DEFAULT_STAGES = (("prediction_head",), ("fusion",), ("temporal_encoder.output_gate", "temporal_encoder.feed_forward"))
+
+
 def reset_head(head: torch.nn.Module, scale: float, generator: torch.Generator) -> None:
-    """Add Gaussian noise to every parameter of ``head`` (module docstring for ``sigma_p``)."""
+    """Add Gaussian noise to every parameter of ``head`` (any module; module docstring for ``sigma_p``)."""
     with torch.no_grad():
         for p in head.parameters():
             std = float(p.detach().float().std()) if p.numel() > 1 else 0.0
@@ -42,23 +53,36 @@ def reset_head(head: torch.nn.Module, scale: float, generator: torch.Generator) 
             p.add_(noise.to(device=p.device, dtype=p.dtype))
 
 
+def eval_terms(pl_module, batch) -> dict:
+    """``pred_std`` / ``target_std`` of the model's eval-mode predictions on ``batch`` (training terms
+    when the module has no ``eval_prediction_terms``)."""
+    method = getattr(pl_module, "eval_prediction_terms", None)
+    return method(batch) if method is not None else pl_module.last_terms
+
+
 class DegeneracyGuard(pl.Callback):
-    """Watches ``pl_module.last_terms['pred_std']`` after each training batch (``cfg.train.degeneracy``).
+    """Checks the eval-mode prediction spread every ``check_every`` training batches (``cfg.train.degeneracy``).
 
     Args:
         pred_std_floor: absolute trigger (default 1e-6, ``PRED_STD_FLOOR``).
         target_std_frac: relative trigger, share of the target's per-day std (default 0 = off).
         reset_scale: initial noise scale (default 0.05, ``DEGENERACY_RESET_SCALE``).
-        check_every: batches between checks (default 1).
+        check_every: batches between checks (default 1; each check costs one no-grad forward).
         recovery_batches: batches that may show recovery after a reset (default 2).
         escalation: scale multiplier after a failed recovery (default 2.0).
         max_failures: consecutive failed resets before training stops (default 5).
         seed: base seed of the noise generator.
+        reset_stages: module paths (dotted, under ``pl_module.model``) added at each escalation stage;
+            after ``k`` failed resets the reset covers stages ``0..k`` (default ``DEFAULT_STAGES``).
     """
 
     def __init__(self, pred_std_floor: float = 1e-6, target_std_frac: float = 0.0, reset_scale: float = 0.05,
                  check_every: int = 1, recovery_batches: int = 2, escalation: float = 2.0,
-                 max_failures: int = 5, seed: int = 0):
+                 max_failures: int = 5, seed: int = 0, reset_stages=DEFAULT_STAGES):
+        self.stages = [[str(m) for m in stage] for stage in reset_stages]
+        if not self.stages or not all(self.stages):
+            raise ValueError(f"train.degeneracy.reset_stages={reset_stages!r}: expected a non-empty list of "
+                             "non-empty lists of module names, e.g. [[prediction_head], [fusion]]")
         self.floor, self.target_frac = float(pred_std_floor), float(target_std_frac)
         self.base_scale, self.scale = float(reset_scale), float(reset_scale)
         self.check_every, self.recovery_batches = max(1, int(check_every)), max(1, int(recovery_batches))
@@ -72,7 +96,7 @@ class DegeneracyGuard(pl.Callback):
     def from_config(cls, cfg) -> DegeneracyGuard:
         d = cfg.train.degeneracy
         return cls(d.pred_std_floor, d.target_std_frac, d.reset_scale, d.check_every, d.recovery_batches,
-                   d.escalation, d.max_failures, seed=cfg.seed)
+                   d.escalation, d.max_failures, seed=cfg.seed, reset_stages=d.reset_stages)
 
     def degenerate(self, pred_std: torch.Tensor, target_std: torch.Tensor) -> int | None:
         """Index of the first degenerate horizon, or None."""
@@ -80,29 +104,37 @@ class DegeneracyGuard(pl.Callback):
         bad = (pred_std.float() < threshold) | ~torch.isfinite(pred_std.float())
         return int(bad.nonzero()[0, 0]) if bool(bad.any()) else None
 
+    def reset_modules(self) -> list[str]:
+        """Module paths the next reset covers: stages ``0..failures`` (the last stage once exhausted)."""
+        upto = min(self.failures, len(self.stages) - 1)
+        return [m for stage in self.stages[:upto + 1] for m in stage]
+
     def _reset(self, trainer, pl_module, horizon: int, pred_std: float) -> None:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + trainer.global_step)
-        reset_head(pl_module.model.prediction_head, self.scale, generator)
+        names = self.reset_modules()
+        for name in names:
+            reset_head(pl_module.model.get_submodule(name), self.scale, generator)
         self.pending = self.recovery_batches
         self.total_resets += 1
         pl_module.resets_epoch += 1
-        log.warning("%s reset applied (horizon=%sd, pred_std=%.3e, scale=%.3g, step=%d)", TAG,
-                    pl_module.horizons[horizon], pred_std, self.scale, trainer.global_step)
+        log.warning("%s reset applied (horizon=%sd, pred_std=%.3e, scale=%.3g, step=%d, modules=%s)", TAG,
+                    pl_module.horizons[horizon], pred_std, self.scale, trainer.global_step, "+".join(names))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        terms = pl_module.last_terms
-        if not terms or (self.pending == 0 and batch_idx % self.check_every):
+        if self.pending == 0 and batch_idx % self.check_every:
+            return  # not a check step: no forward, no host sync
+        terms = eval_terms(pl_module, batch)
+        if not terms:
             return
-        # DDP: every rank must take the same decision, or the head weights would diverge across ranks
+        # DDP: every rank must take the same decision, or the weights would diverge across ranks
         pred_std = trainer.strategy.reduce(terms["pred_std"].detach().clone(), reduce_op="mean")
         target_std = trainer.strategy.reduce(terms["target_std"].detach().clone(), reduce_op="mean")
-        terms = {"pred_std": pred_std, "target_std": target_std}
         bad = self.degenerate(pred_std, target_std)
-        stds = ", ".join(f"{h}d={float(s):.3e}" for h, s in zip(pl_module.horizons, terms["pred_std"]))
+        stds = ", ".join(f"{h}d={float(s):.3e}" for h, s in zip(pl_module.horizons, pred_std))
         if self.pending > 0:
             self.pending -= 1
             if bad is None:
-                log.info("%s variance restored (pred_std: %s; scale=%.3g)", TAG, stds, self.scale)
+                log.info("%s variance restored (eval-mode pred_std: %s; scale=%.3g)", TAG, stds, self.scale)
                 self.pending, self.failures, self.scale = 0, 0, self.base_scale
                 return
             if self.pending > 0:
@@ -110,21 +142,22 @@ class DegeneracyGuard(pl.Callback):
             self._failed(trainer, pl_module, bad, stds, float(pred_std[bad]))
             return
         if bad is not None:
-            self._reset(trainer, pl_module, bad, float(terms["pred_std"][bad]))
+            self._reset(trainer, pl_module, bad, float(pred_std[bad]))
 
     def _failed(self, trainer, pl_module, bad: int, stds: str, pred_std: float) -> None:
         self.failures += 1
         if self.failures >= self.max_failures:
             self.stopped_message = (f"{TAG} stopping training: {self.failures} consecutive resets failed to "
-                                    f"restore variance (pred_std: {stds}); raise DEGENERACY_RESET_SCALE or "
+                                    f"restore variance (eval-mode pred_std: {stds}); raise DEGENERACY_RESET_SCALE or "
                                     f"VARIANCE_PENALTY_WEIGHT, or lower the learning rate")
             log.error(self.stopped_message)
             trainer.should_stop = True
             self.pending = 0
             return
         old, self.scale = self.scale, self.scale * self.escalation
-        log.warning("%s Reset failed to restore variance (pred_std: %s; failure %d/%d); escalating scale "
-                    "%.3g -> %.3g", TAG, stds, self.failures, self.max_failures, old, self.scale)
+        log.warning("%s Reset failed to restore variance (eval-mode pred_std: %s; failure %d/%d); escalating "
+                    "scale %.3g -> %.3g, modules %s", TAG, stds, self.failures, self.max_failures, old, self.scale,
+                    "+".join(self.reset_modules()))
         self._reset(trainer, pl_module, bad, pred_std)
 
     def state_dict(self) -> dict:

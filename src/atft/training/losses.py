@@ -1,18 +1,30 @@
-"""Multi-horizon loss on day batches: point (Huber / MSE) or pinball + correlation + variance penalty.
+"""Multi-horizon loss on day batches: a point, ranking or quantile term + correlation + variance penalty.
 
-All terms are per day, because the model is judged cross-sectionally (IC within a day). With
-``z[b, h] = (y[b, h] - mean_d y) / std_d y`` the per-day standardised target of sample ``b`` on its
-day ``d`` (masked samples excluded from the day statistics) and ``p`` the prediction:
+All terms are per day, because the model is judged cross-sectionally (IC within a day). ``z[b, h]`` is
+the sample's cross-sectional training target (``atft.training.targets``: by default the day's returns
+winsorised and z-scored; when the batch carries none, the plain per-day z-score of ``y``), ``p`` the
+prediction. ``train.loss.type`` picks the main term, per horizon:
 
-- point:    ``mean_{b, valid} huber_delta(p - z)`` (or squared error), per horizon;
-            with quantiles ``q``: pinball ``mean max(q (z - p_q), (q - 1)(z - p_q))``.
-- corr:     ``mean_d (1 - pearson_d(p, y))``, per horizon.
+- ``huber`` / ``mse``: ``mean_{b, valid} huber_delta(p - z)`` (or squared error).
+- ``ic``: ``mean_d (1 - pearson_d(p, z))``, a differentiable per-day correlation loss; scale-free, so
+  the prediction's level and spread are left to the variance penalty.
+- ``listnet``: ListNet's top-one cross entropy per day (Cao et al. 2007),
+  ``-sum_{b in d} softmax_d(z / tau)_b log softmax_d(p)_b``, ``tau`` = ``train.loss.listnet_temperature``.
+- ``pairwise``: RankNet on ``train.loss.pairs_per_sample`` random same-day partners ``j`` of each
+  sample ``b``, weighted by how far apart their targets are:
+  ``mean |z_b - z_j| softplus(-sign(z_b - z_j) (p_b - p_j))``.
+- with quantiles ``q`` (``model.quantiles``): pinball ``mean max(q (z - p_q), (q - 1)(z - p_q))``.
+
+Beside the main term:
+
+- corr:     ``mean_d (1 - pearson_d(p, z))``, per horizon, weighted by ``corr_weight``.
 - variance: ``mean_d relu(frac * std_d(z) - std_d(p))^2 / std_d(z)^2``, per horizon. ``std_d(z) = 1``
             on every day with at least two targets, so this is ``relu(frac - std_d(p))^2``: zero while
             the day's predictions spread at least ``frac`` (``train.loss.variance_target_frac``,
-            default 0.5) of the target's spread, and growing quadratically as they collapse.
+            default 0.5) of the target's spread, and growing quadratically as they collapse. It keeps
+            working under every main term, including the scale-free ranking ones.
 
-``total = sum_h w_h (point_h + corr_weight * corr_h + variance_penalty_weight * variance_h)`` with
+``total = sum_h w_h (main_h + corr_weight * corr_h + variance_penalty_weight * variance_h)`` with
 ``w`` the normalised ``train.loss.horizon_weights``. Predictions live in standardised-target units.
 """
 
@@ -70,30 +82,90 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * m).sum(0) / m.sum(0).clamp_min(1.0)
 
 
+def listnet(pred: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, day: torch.Tensor, n_days: int,
+            temperature: float = 1.0) -> torch.Tensor:
+    """ListNet top-one cross entropy per day, averaged over the days with >= 2 targets. -> ``[H]``.
+
+    Shapes: pred, z, mask ``[B, H]``; day ``[B]``.
+    """
+    m = mask.to(pred.dtype)
+    log_p = _segment_log_softmax(pred, m, day, n_days)  # [B, H]
+    log_t = _segment_log_softmax(z / temperature, m, day, n_days)
+    ce = torch.zeros(n_days, pred.shape[1], dtype=pred.dtype, device=pred.device)
+    ce = ce.index_add(0, day, -(log_t.exp() * log_p) * m)  # [n_days, H]
+    count = torch.zeros_like(ce).index_add(0, day, m)
+    # minus log n, the cross entropy of a constant prediction: the term reads 0 for a prediction with no
+    # information on any day size, and below 0 as the prediction's ranking approaches the target's
+    return _masked_mean(ce - count.clamp_min(1.0).log(), count >= 2)
+
+
+def _segment_log_softmax(x: torch.Tensor, m: torch.Tensor, day: torch.Tensor, n_days: int) -> torch.Tensor:
+    """``log softmax`` of ``x`` within each day over the rows where ``m`` is 1. ``[B, H]``."""
+    masked = torch.where(m > 0, x, torch.full_like(x, -1e30))
+    top = torch.full((n_days, x.shape[1]), -1e30, dtype=x.dtype, device=x.device)
+    top = top.scatter_reduce(0, day[:, None].expand_as(x), masked, reduce="amax").detach()  # [n_days, H]
+    shifted = torch.where(m > 0, x - top[day], torch.zeros_like(x))
+    total = torch.zeros_like(top).index_add(0, day, shifted.exp() * m)  # [n_days, H]
+    return shifted - total.clamp_min(1e-30).log()[day]
+
+
+def pairwise(pred: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, day: torch.Tensor, n_days: int,
+             pairs_per_sample: int = 4) -> torch.Tensor:
+    """RankNet on random same-day partners, weighted by the targets' distance. -> ``[H]``.
+
+    Each sample draws ``pairs_per_sample`` partners uniformly from its own day (the same partners for
+    every horizon; pairs with a missing target or equal targets do not count).
+    Shapes: pred, z, mask ``[B, H]``; day ``[B]``.
+    """
+    order = torch.argsort(day, stable=True)  # [B] rows grouped by day
+    count = torch.zeros(n_days, dtype=torch.long, device=day.device).index_add(0, day, torch.ones_like(day))
+    start = torch.cumsum(count, 0) - count  # [n_days] first sorted position of each day
+    draws = torch.rand(pairs_per_sample, day.numel(), device=day.device)  # [K, B]
+    partner = order[start[day] + (draws * count[day]).long().clamp_max(count[day] - 1)]  # [K, B]
+    dz = z[None] - z[partner]  # [K, B, H]
+    dp = pred[None] - pred[partner]
+    ok = (mask[None] & mask[partner] & (dz != 0)).to(pred.dtype)
+    loss = dz.abs() * F.softplus(-torch.sign(dz) * dp)  # [K, B, H]
+    return (loss * ok).sum((0, 1)) / ok.sum((0, 1)).clamp_min(1.0)
+
+
+LOSS_TYPES = ("huber", "mse", "ic", "listnet", "pairwise")
+
+
 def multi_horizon_loss(pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, day: torch.Tensor, *,
-                       loss_type: str = "huber", huber_delta: float = 1.0, corr_weight: float = 0.1,
-                       variance_penalty_weight: float = 0.01, variance_target_frac: float = 0.5,
-                       horizon_weights: torch.Tensor | None = None, pred_q: torch.Tensor | None = None,
-                       quantiles: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                       y_norm: torch.Tensor | None = None, loss_type: str = "huber", huber_delta: float = 1.0,
+                       corr_weight: float = 0.1, variance_penalty_weight: float = 0.01,
+                       variance_target_frac: float = 0.5, horizon_weights: torch.Tensor | None = None,
+                       pred_q: torch.Tensor | None = None, quantiles: torch.Tensor | None = None,
+                       listnet_temperature: float = 1.0, pairs_per_sample: int = 4) -> dict[str, torch.Tensor]:
     """The training objective (module docstring). Computed in float32 whatever the autocast precision.
 
-    Shapes: pred, y ``[B, H]``; mask ``[B, H]`` bool; day ``[B]`` (0..n_days-1); pred_q ``[B, H, Q]``.
-    Returns ``loss`` (scalar) and the per-horizon terms ``point``, ``corr``, ``variance`` ``[H]``,
-    plus ``pred_std`` / ``target_std`` ``[H]`` (mean per-day std, for the degeneracy guard).
+    Shapes: pred, y ``[B, H]``; mask ``[B, H]`` bool; day ``[B]`` (0..n_days-1); y_norm ``[B, H]`` the
+    cross-sectional training target (None -> per-day z-score of ``y``); pred_q ``[B, H, Q]``.
+    Returns ``loss`` (scalar) and the per-horizon terms ``point`` (the main term), ``corr``, ``variance``
+    ``[H]``, plus ``pred_std`` / ``target_std`` ``[H]`` (mean per-day std, for the degeneracy guard).
     """
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"train.loss.type={loss_type!r}: expected one of {', '.join(LOSS_TYPES)}")
     pred, y = pred.float(), y.float()
     # B rows bound the day count (day < B) without reading day.max() back to the host (no sync in the
     # step); rows of absent days have count 0 and every per-day term is masked by day_ok (count >= 2)
     n_days = max(day.numel(), 1)
-    z = standardise_per_day(y, mask, day, n_days)  # [B, H]
+    z = standardise_per_day(y, mask, day, n_days) if y_norm is None else torch.where(mask, y_norm.float(), 0.0)
+    corr, day_ok = per_day_corr(pred, z, mask, day, n_days)  # [n_days, H]
+    corr_term = _masked_mean(1.0 - corr, day_ok)
     if pred_q is not None:
         point = _masked_mean(pinball(pred_q.float(), z, quantiles.to(z)), mask)
     elif loss_type == "mse":
         point = _masked_mean((pred - z) ** 2, mask)
-    else:
+    elif loss_type == "huber":
         point = _masked_mean(F.huber_loss(pred, z, reduction="none", delta=huber_delta), mask)
-    corr, day_ok = per_day_corr(pred, y, mask, day, n_days)  # [n_days, H]
-    corr_term = _masked_mean(1.0 - corr, day_ok)
+    elif loss_type == "ic":
+        point = corr_term
+    elif loss_type == "listnet":
+        point = listnet(pred, z, mask, day, n_days, listnet_temperature)
+    else:
+        point = pairwise(pred, z, mask, day, n_days, pairs_per_sample)
     _, _, std_p = day_stats(pred, mask, day, n_days)
     count, _, std_z = day_stats(z, mask, day, n_days)
     variance = _masked_mean(F.relu(variance_target_frac * std_z - std_p) ** 2 / (std_z**2 + EPS), day_ok)

@@ -3,8 +3,8 @@
 Training: the multi-horizon loss of ``atft.training.losses`` on day batches; AdamW with linear warm-up
 then cosine decay (per optimiser step). Validation: predictions are collected into a dense
 ``[D, N, H]`` panel and scored by ``atft.evaluation.metrics.evaluate_predictions`` (the one source of
-reported numbers). Callbacks (degeneracy guard, gradient monitor, epoch summary) read the attributes
-documented on the class.
+reported numbers), the books at the execution lag ``train.eval.lag`` (default 1, tradeable). Callbacks
+(degeneracy guard, gradient monitor, epoch summary) read the attributes documented on the class.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from atft.config import cfg_get
 from atft.errors import InputError
-from atft.evaluation.metrics import evaluate_predictions
-from atft.model import build_model
+from atft.evaluation.metrics import TRADEABLE_LAG, evaluate_predictions
+from atft.model import NoPath, build_model
 from atft.training.losses import multi_horizon_loss
 
 
@@ -61,7 +62,8 @@ class ATFTLightningModule(pl.LightningModule):
         horizons: the H target horizons in days.
 
     Attributes read by callbacks: ``last_terms`` (loss terms of the last training batch: ``pred_std``,
-    ``target_std`` ``[H]``), ``resets_epoch``, ``encoder_grad_norms``, ``val_metrics``, ``val_loss``,
+    ``target_std`` ``[H]``), ``eval_prediction_terms(batch)`` (the same terms from an eval-mode forward,
+    for the degeneracy guard), ``resets_epoch``, ``encoder_grad_norms``, ``val_metrics``, ``val_loss``,
     ``train_loss_epoch``.
     """
 
@@ -101,11 +103,12 @@ class ATFTLightningModule(pl.LightningModule):
     def loss_terms(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
         loss = self.cfg.train.loss
         return multi_horizon_loss(
-            out["predictions"], batch["y"], batch["y_mask"], batch["day"], loss_type=str(loss.type),
-            huber_delta=float(loss.huber_delta), corr_weight=float(loss.corr_weight),
+            out["predictions"], batch["y"], batch["y_mask"], batch["day"], y_norm=batch.get("y_norm"),
+            loss_type=str(loss.type), huber_delta=float(loss.huber_delta), corr_weight=float(loss.corr_weight),
             variance_penalty_weight=float(loss.variance_penalty_weight),
             variance_target_frac=float(loss.variance_target_frac), horizon_weights=self.horizon_weights,
-            pred_q=out.get("quantiles"), quantiles=self.quantile_levels if len(self.quantile_levels) else None)
+            pred_q=out.get("quantiles"), quantiles=self.quantile_levels if len(self.quantile_levels) else None,
+            listnet_temperature=float(loss.listnet_temperature), pairs_per_sample=int(loss.pairs_per_sample))
 
     def monitor_step(self) -> bool:
         """Whether this optimiser step is a gradient-monitor step (the first, then every ``every``)."""
@@ -144,6 +147,23 @@ class ATFTLightningModule(pl.LightningModule):
         self._train_losses.append(terms["loss"].detach())
         return {"loss": terms["loss"], "pred_std": terms["pred_std"], "target_std": terms["target_std"]}
 
+    @torch.no_grad()
+    def eval_prediction_terms(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Loss terms (``pred_std``, ``target_std`` ...) of an eval-mode forward of ``batch``: the predictions
+        the model makes, without dropout noise. For the degeneracy guard's check steps; every module's
+        train/eval mode is restored afterwards. With a linear path the terms are those of the deep branch
+        alone: the path's ridge-like spread would hide a network that has collapsed behind it."""
+        modes = [(m, m.training) for m in self.modules()]
+        self.eval()
+        try:
+            out = self(batch)
+            if "deep_predictions" in out and not isinstance(self.model.linear_path, NoPath):
+                out = {**out, "predictions": out["deep_predictions"]}
+            return self.loss_terms(out, batch)
+        finally:
+            for m, mode in modes:
+                m.training = mode
+
     def on_train_epoch_end(self) -> None:
         if self._train_losses:
             self.train_loss_epoch = float(torch.stack(self._train_losses).float().mean())
@@ -167,7 +187,8 @@ class ATFTLightningModule(pl.LightningModule):
         dense = dense_predictions(date_idx.astype(np.int64), stock_idx.astype(np.int64), pred, y,
                                   y_mask.astype(bool))
         self.val_metrics = evaluate_predictions(dense["pred"], dense["target"], dense["mask"], self.horizons,
-                                                None, float(self.cfg.train.eval.cost_bps), valid=dense["valid"])
+                                                None, float(self.cfg.train.eval.cost_bps), valid=dense["valid"],
+                                                lag=self.eval_lag)
         losses, sizes = np.array(self._val_losses).T
         self.val_loss = float((losses * sizes).sum() / sizes.sum())
         logs = {"val/loss": self.val_loss}
@@ -177,6 +198,11 @@ class ATFTLightningModule(pl.LightningModule):
             logs[f"val/{key}"] = logs[f"val/{key}_{self.primary_horizon}d"]
         # every rank validates on all days, so the synced mean equals each rank's value
         self.log_dict(logs, sync_dist=True)
+
+    @property
+    def eval_lag(self) -> int:
+        """Execution lag of the validation/test books (``train.eval.lag``; 1 for runs older than the key)."""
+        return int(cfg_get(self.cfg.train.eval, "lag", TRADEABLE_LAG))
 
     @property
     def primary_horizon(self) -> int:

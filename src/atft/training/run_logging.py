@@ -15,7 +15,9 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 
+from atft.evaluation.metrics import TRADEABLE_LAG, lag_label
 from atft.io_utils import clean_json
+from atft.redaction import RedactingFilter
 
 log = logging.getLogger("atft.training")
 FORMAT = "%(asctime)s %(levelname)s %(message)s"
@@ -34,8 +36,10 @@ def setup_run_logging(log_file: Path | None, console: bool = True) -> list[loggi
         handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
     if console:
         handlers.append(logging.StreamHandler(sys.stdout))
+    redacting = RedactingFilter()
     for handler in handlers:
         handler.setFormatter(logging.Formatter(FORMAT, "%Y-%m-%d %H:%M:%S"))
+        handler.addFilter(redacting)  # secrets never reach the log file or the console
         root.addHandler(handler)
     root.propagate = False  # pytest / the caller's root logger would print every line twice
     return handlers
@@ -56,9 +60,11 @@ def _fmt(value: float, digits: int) -> str:
 
 def epoch_line(epoch: int, max_epochs: int, train_loss: float, val_loss: float, metrics: dict,
                resets: int, seconds: float) -> str:
-    """``Epoch 3/50 | Train Loss 0.1234 | Val Loss 0.1200 | Sharpe 0.85 | IC 0.031 | RankIC 0.035 | resets 0 | 12.3s``."""
+    """``Epoch 3/50 | Train Loss 0.1234 | Val Loss 0.1200 | Sharpe(lag1) 0.85 | IC 0.031 | RankIC 0.035 | resets 0 |
+    12.3s``; the Sharpe names the execution lag of its book (``metrics["lag"]``, "lag0 not tradeable")."""
+    lag = lag_label(int(metrics.get("lag", TRADEABLE_LAG)))
     return (f"Epoch {epoch}/{max_epochs} | Train Loss {_fmt(train_loss, 4)} | Val Loss {_fmt(val_loss, 4)} | "
-            f"Sharpe {_fmt(metrics.get('sharpe', math.nan), 2)} | IC {_fmt(metrics.get('ic', math.nan), 3)} | "
+            f"Sharpe({lag}) {_fmt(metrics.get('sharpe', math.nan), 2)} | IC {_fmt(metrics.get('ic', math.nan), 3)} | "
             f"RankIC {_fmt(metrics.get('rank_ic', math.nan), 3)} | resets {resets} | {seconds:.1f}s")
 
 

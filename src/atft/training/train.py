@@ -7,13 +7,19 @@ Run folder (``cfg.run_dir``, default ``runs/<timestamp>``)::
     metrics.jsonl              one record per epoch (train/val loss, val metrics per horizon, resets)
     grad_norms.jsonl           gradient-monitor records (when the monitor or encoder hooks are on)
     tensorboard/               TensorBoard event files (train/*, val/*, grad_norm/*)
-    checkpoints/best.ckpt      best by cfg.train.checkpoint.monitor (default val/rank_ic, max)
+    checkpoints/best.ckpt      best by cfg.train.checkpoint.monitor (default val/rank_ic, max), the model
+                               before training included (``include_init``: the ridge warm start)
     checkpoints/last.ckpt      latest epoch (both written atomically: temp file then rename)
     metrics.json               {"val": {...}, "test": {"1d": {...}, ...}, "info": {...}}
     predictions_test.parquet   Code, Date, pred_{h}d, target_{h}d
     feature_importance.json    mean variable-selection weight of each feature on the test split
 
 The log goes to ``<train.log_dir>/<run_name>.log`` (default ``_logs/training/<run dir name>.log``).
+
+Selection is by validation only: early stopping (``train.early_stopping``) and the best checkpoint watch
+``train.checkpoint.monitor``; the test split is scored once, with the selected model. With
+``train.ensemble.seeds=K`` the run folder holds K member runs ``seed<k>/`` and the ensemble's averaged
+``predictions_test.parquet`` and ``metrics.json`` (``atft.training.ensemble``).
 """
 
 from __future__ import annotations
@@ -21,33 +27,47 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
 import polars as pl_df
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from atft.checkpoint_io import check_resume, load_checkpoint
 from atft.config import save_config
 from atft.data.panel import Panel, load_panel
-from atft.evaluation.metrics import evaluate_predictions
+from atft.errors import RunError
+from atft.evaluation.metrics import evaluate_predictions, lag_label
 from atft.io_utils import clean_json, write_json, write_parquet
+from atft.model import LinearPath
+from atft.redaction import redact_config
+from atft.run_lock import claim_run_dir
 from atft.training.datamodule import PanelDataModule
 from atft.training.degeneracy import DegeneracyGuard
 from atft.training.grad_monitor import GradientMonitor
+from atft.training.linear_init import ridge_fit
 from atft.training.module import ATFTLightningModule, dense_predictions
+from atft.training.nonfinite import NonFiniteGuard
 from atft.training.run_logging import EpochSummary, setup_run_logging, teardown_run_logging
 
 log = logging.getLogger("atft.training")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints are written to ``<name>.tmp`` and renamed, so a crash never leaves a torn file."""
+    """Checkpoints are written to ``<name>.tmp`` and renamed, so a crash never leaves a torn file; read back
+    with ``weights_only=True`` (:func:`atft.checkpoint_io.load_checkpoint`)."""
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        """``--resume-from`` goes through the weights-only loader too (``weights_only`` is always True)."""
+        return load_checkpoint(path, map_location=map_location)
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         path = Path(path)
@@ -75,12 +95,16 @@ def resolve_run_dir(cfg) -> Path:
 
 def build_callbacks(cfg, run_dir: Path, extra_callbacks=()) -> tuple[list[pl.Callback], ModelCheckpoint,
                                                                     DegeneracyGuard | None]:
-    """Checkpoint, epoch summary, degeneracy guard, gradient monitor; ``extra_callbacks`` (e.g. a pruner) last."""
+    """Checkpoint, epoch summary, early stopping, degeneracy guard, gradient monitor; ``extra_callbacks`` last."""
     ck = cfg.train.checkpoint
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=ck.monitor,
                                  mode=ck.mode, save_top_k=1, save_last=True, auto_insert_metric_name=False,
                                  enable_version_counter=False)
     callbacks: list[pl.Callback] = [checkpoint, EpochSummary(run_dir / "metrics.jsonl")]
+    stop = cfg.train.get("early_stopping") or {}
+    if stop.get("patience"):
+        callbacks.append(EarlyStopping(monitor=ck.monitor, mode=ck.mode, patience=int(stop.patience),
+                                       min_delta=float(stop.get("min_delta") or 0.0), check_finite=False))
     guard = DegeneracyGuard.from_config(cfg) if cfg.train.degeneracy.enabled else None
     if guard is not None:
         callbacks.append(guard)
@@ -93,13 +117,25 @@ def build_callbacks(cfg, run_dir: Path, extra_callbacks=()) -> tuple[list[pl.Cal
     return callbacks + list(extra_callbacks), checkpoint, guard
 
 
+def build_strategy(trainer_cfg):
+    """``ddp`` gets a bounded collective timeout (``ddp_timeout_s``), so a lost worker ends the run instead
+    of leaving the others waiting on it (torch's default is 30 minutes); any other strategy is passed on."""
+    if str(trainer_cfg.strategy) != "ddp":
+        return trainer_cfg.strategy
+    from datetime import timedelta
+
+    from lightning.pytorch.strategies import DDPStrategy
+
+    return DDPStrategy(timeout=timedelta(seconds=float(trainer_cfg.ddp_timeout_s)))
+
+
 def build_trainer(cfg, run_dir: Path, callbacks: list[pl.Callback], n_batches: int) -> pl.Trainer:
     t = cfg.train.trainer
     progress = t.enable_progress_bar
     if progress is None:
         progress = sys.stderr.isatty()  # a progress bar in a log file is noise
     return pl.Trainer(
-        max_epochs=int(t.max_epochs), accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
+        max_epochs=int(t.max_epochs), accelerator=t.accelerator, devices=t.devices, strategy=build_strategy(t),
         precision=str(t.precision), gradient_clip_val=t.gradient_clip_val, deterministic=bool(t.deterministic),
         logger=TensorBoardLogger(str(run_dir), name="tensorboard", version=""), callbacks=callbacks,
         enable_progress_bar=bool(progress), enable_model_summary=False, num_sanity_val_steps=0,
@@ -111,7 +147,7 @@ def data_record(panel: Panel) -> dict:
     return {"source": panel.source, "features": panel.feature_names, "horizons": panel.horizons,
             "shape": {"days": int(panel.X.shape[0]), "stocks": int(panel.X.shape[1]),
                       "features": int(panel.X.shape[2])},
-            "splits": panel.splits.describe(panel.dates), "notes": panel.notes,
+            "splits": panel.splits.describe(panel.dates), "notes": panel.notes, "nonfinite": panel.nonfinite,
             "scaler": panel.scaler.to_dict(panel.feature_names)}
 
 
@@ -120,7 +156,7 @@ def _split_metrics(module, dm: PanelDataModule, split: str, cost_bps: float) -> 
     out = module.predict_loader(loader, complete=dm.complete_batch)
     dense = dense_predictions(out["date_idx"], out["stock_idx"], out["pred"], out["y"], out["y_mask"])
     metrics = evaluate_predictions(dense["pred"], dense["target"], dense["mask"], module.horizons, None,
-                                   cost_bps, valid=dense["valid"])
+                                   cost_bps, valid=dense["valid"], lag=module.eval_lag)
     return metrics, out
 
 
@@ -141,25 +177,83 @@ def write_test_outputs(run_dir: Path, panel: Panel, horizons: list[int], out: di
     write_json(run_dir / "feature_importance.json", importance)
 
 
+def warm_start_linear_path(module: ATFTLightningModule, dm: PanelDataModule) -> None:
+    """Set the linear path to the ridge fit on the training days (``model.linear_path.init=ridge``)."""
+    lin_cfg = module.cfg.model.get("linear_path") or {}
+    if not isinstance(module.model.linear_path, LinearPath) or lin_cfg.get("init", "ridge") != "ridge":
+        return
+    panel, w = dm.panel, dm.windows
+    weight, bias = ridge_fit(panel.X, w.sample_ok, w.y_norm.numpy(), panel.Y_mask, panel.splits.train,
+                             alpha=float(lin_cfg.get("ridge_alpha", 1.0)), seed=int(module.cfg.seed))
+    module.model.linear_path.set_weights(weight, bias)
+    log.info("linear path: ridge warm start on %d training days (alpha %g, |W| %.3f)", len(panel.splits.train),
+             float(lin_cfg.get("ridge_alpha", 1.0)), float(np.linalg.norm(weight)))
+
+
+MONITORED_METRICS = {"val/ic": "ic", "val/rank_ic": "rank_ic", "val/sharpe": "sharpe"}
+
+
+def initial_candidate(module: ATFTLightningModule, dm: PanelDataModule) -> dict | None:
+    """The model before training as a selection candidate: its validation score and weights.
+
+    ``train.checkpoint.include_init`` (default true) with a monitor of ``MONITORED_METRICS``; None otherwise.
+    With the ridge warm start this is the linear model, so the selected model is never worse than it
+    on validation.
+    """
+    ck = module.cfg.train.checkpoint
+    key = MONITORED_METRICS.get(str(ck.monitor))
+    if not ck.get("include_init", False) or key is None:
+        return None
+    metrics, _ = _split_metrics(module, dm, "val", float(module.cfg.train.eval.cost_bps))
+    score = float(metrics[f"{module.primary_horizon}d"][key])
+    log.info("Initial model (before training): val %s %.4f", ck.monitor, score)
+    return {"score": score, "state": {k: v.detach().clone() for k, v in module.state_dict().items()}}
+
+
+def _prefer_initial(init: dict | None, best_score, mode: str) -> bool:
+    if init is None or not np.isfinite(init["score"]):
+        return False
+    if best_score is None or not np.isfinite(float(best_score)):
+        return True
+    return init["score"] > float(best_score) if mode == "max" else init["score"] < float(best_score)
+
+
+def select_model(module, checkpoint: ModelCheckpoint, init: dict | None) -> dict:
+    """Load the selected weights into ``module``: the best epoch, or the initial model where it scored
+    better on validation (then written to ``best.ckpt`` too, so evaluate/predict use the same model)."""
+    best = checkpoint.best_model_path or checkpoint.last_model_path
+    ckpt = load_checkpoint(best, map_location=module.device) if best and Path(best).is_file() else None
+    chosen = {"selected": f"epoch {int(ckpt['epoch']) + 1}" if ckpt else "last weights",
+              "best_score": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None}
+    if _prefer_initial(init, checkpoint.best_model_score, str(checkpoint.mode)):
+        module.load_state_dict(init["state"])
+        chosen = {"selected": "initial model (before training)", "best_score": init["score"]}
+        log.info("Selected the initial model: val %s %.4f beats every epoch", checkpoint.monitor, init["score"])
+        if ckpt is not None:
+            ckpt["state_dict"] = init["state"]
+            AtomicCheckpointIO().save_checkpoint(ckpt, Path(checkpoint.dirpath) / "best.ckpt")
+    elif ckpt is not None:
+        module.load_state_dict(ckpt["state_dict"])
+    chosen["initial_score"] = init["score"] if init is not None else None
+    return chosen
+
+
 def evaluate_best(module, dm: PanelDataModule, checkpoint: ModelCheckpoint, run_dir: Path, guard,
-                  score_test: bool = True) -> dict:
-    """Load the best checkpoint (else the last), score validation and the test split once, write outputs.
+                  init: dict | None = None, score_test: bool = True) -> dict:
+    """Load the selected model (``select_model``), score validation and the test split once, write outputs.
 
     With ``score_test=False`` (hyper-parameter search) only validation is scored: ``"test"`` is None.
     """
+    chosen = select_model(module, checkpoint, init)
     best = checkpoint.best_model_path or checkpoint.last_model_path
-    if best and Path(best).is_file():
-        state = torch.load(best, map_location=module.device, weights_only=False)["state_dict"]
-        module.load_state_dict(state)
     cost = float(module.cfg.train.eval.cost_bps)
     val_metrics, _ = _split_metrics(module, dm, "val", cost)
     test_metrics = None
     if score_test:
         test_metrics, out = _split_metrics(module, dm, "test", cost)
         write_test_outputs(run_dir, dm.panel, module.horizons, out)
-    info = {"checkpoint": str(best), "best_score": float(checkpoint.best_model_score)
-            if checkpoint.best_model_score is not None else None, "monitor": checkpoint.monitor,
-            "primary_horizon": module.primary_horizon, "cost_bps": cost,
+    info = {"checkpoint": str(best), **chosen, "monitor": checkpoint.monitor,
+            "primary_horizon": module.primary_horizon, "cost_bps": cost, "lag": module.eval_lag,
             "splits": dm.panel.splits.describe(dm.panel.dates),
             "degeneracy_stop": guard.stopped_message if guard is not None else None}
     result = clean_json({"val": val_metrics, "test": test_metrics, "info": info})
@@ -167,13 +261,13 @@ def evaluate_best(module, dm: PanelDataModule, checkpoint: ModelCheckpoint, run_
     h = f"{module.primary_horizon}d"
     if test_metrics is None:
         v = val_metrics[h]
-        log.info("Validation (best checkpoint, %s, %d days): RankIC %.4f; test split not scored", h, v["days"],
+        log.info("Validation (selected model, %s, %d days): RankIC %.4f; test split not scored", h, v["days"],
                  v["rank_ic"])
         return result
     t = test_metrics[h]
     log.info("Test (best checkpoint, %s, %d days, cost %.1f bps): IC %.4f | RankIC %.4f | ICIR %.3f | "
-             "Sharpe %.2f | Sharpe net %.2f", h, t["days"], cost, t["ic"], t["rank_ic"], t["icir"], t["sharpe"],
-             t["sharpe_net"])
+             "Sharpe(%s) %.2f | Sharpe net %.2f", h, t["days"], cost, t["ic"], t["rank_ic"], t["icir"],
+             lag_label(module.eval_lag), t["sharpe"], t["sharpe_net"])
     return result
 
 
@@ -188,40 +282,99 @@ def dry_run(module: ATFTLightningModule, dm: PanelDataModule) -> dict:
     return {"dry_run": True, "loss": float(terms["loss"].detach()), "batch_shape": list(batch["x"].shape)}
 
 
-def train(cfg, resume_from: str | None = None, dry_run_only: bool = False, extra_callbacks=(),
-          score_test: bool = True) -> dict:
+def train(cfg, resume_from: str | None = None, dry_run_only: bool = False, replace_finished: bool = False,
+          extra_callbacks=(), score_test: bool = True) -> dict:
     """Train on ``cfg.data.path``; returns the content of ``metrics.json`` (``{}`` on DDP worker ranks).
 
-    Args:
-        extra_callbacks: Lightning callbacks added after the built-in ones (``atft tune``'s pruner).
-        score_test: False seals the test split: its loader raises, nothing on it is scored or written.
+    ``extra_callbacks``: Lightning callbacks added after the built-in ones (``atft tune``'s pruner).
+    ``score_test=False`` seals the test split: its loader raises, nothing on it is scored or written.
+
+    Each run folder is locked for its run's life (:mod:`atft.run_lock`); a finished run's folder is
+    refused unless ``resume_from`` continues it or ``replace_finished`` (a caller recomputing its own
+    sub-runs). A lost DDP worker ends the run with a :class:`RunError`.
     """
+    redact_config(cfg)  # no secret reaches config.yaml, a checkpoint or TensorBoard
+    seeds = int((cfg.train.get("ensemble") or {}).get("seeds") or 1)
+    if seeds > 1 and not dry_run_only:
+        from atft.training.ensemble import train_ensemble
+
+        return train_ensemble(cfg, seeds, partial(train_one, replace_finished=replace_finished,
+                                                  extra_callbacks=extra_callbacks, score_test=score_test),
+                              resume_from)
+    return train_one(cfg, resume_from, dry_run_only, replace_finished, extra_callbacks, score_test)
+
+
+def train_one(cfg, resume_from: str | None = None, dry_run_only: bool = False,
+              replace_finished: bool = False, extra_callbacks=(), score_test: bool = True) -> dict:
+    """One model: lock the run folder -> panel -> fit -> selection -> the test split scored once."""
+    masked = redact_config(cfg)
     run_dir = resolve_run_dir(cfg)
     cfg.run_dir = str(run_dir)
     cfg.run_name = cfg.get("run_name") or run_dir.name
+    claim = _rank() == 0 and not dry_run_only
+    lock = claim_run_dir(run_dir, resume_from, "train", replace_finished) if claim else None
     log_file = Path(cfg.train.get("log_dir") or "_logs/training") / f"{cfg.run_name}.log"
     handlers = setup_run_logging(log_file if _rank() == 0 and not dry_run_only else None, console=_rank() == 0)
+    if lock is not None and lock.stale_message:
+        log.warning(lock.stale_message)
+    if masked:
+        log.warning("config keys %s held a secret value; masked in this run's records", ", ".join(masked))
     try:
-        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-        panel = load_panel(cfg.data.path, cfg.data, model_cfg=cfg.model)
-        log.info("run %s: %s", cfg.run_name, json.dumps(panel.splits.describe(panel.dates)))
-        module = ATFTLightningModule(cfg, len(panel.feature_names), panel.horizons)
-        dm = PanelDataModule(cfg, panel, sealed=() if score_test else ("test",))
-        dm.setup("fit")
-        if dry_run_only:
-            return dry_run(module, dm)
-        if _rank() == 0:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, run_dir / "config.yaml")
-            write_json(run_dir / "data.json", data_record(panel))
-            log.info("log file %s, run folder %s", log_file, run_dir)
-        callbacks, checkpoint, guard = build_callbacks(cfg, run_dir, extra_callbacks)
-        trainer = build_trainer(cfg, run_dir, callbacks, len(dm.train_dataloader()))
-        trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
-        if guard is not None and guard.stopped_message:
-            log.error("training stopped early by the degeneracy guard; evaluating the best checkpoint so far")
-        if not trainer.is_global_zero:
-            return {}
-        return evaluate_best(module, dm, checkpoint, run_dir, guard, score_test=score_test)
+        return _train(cfg, run_dir, log_file, resume_from, dry_run_only, extra_callbacks, score_test)
+    except RuntimeError as exc:
+        if not distributed_failure(exc, cfg):
+            raise
+        raise RunError(lost_worker_message(exc, run_dir)) from None
     finally:
         teardown_run_logging(handlers)
+        if lock is not None:
+            lock.release()
+
+
+DIST_FAILURE_MARKERS = ("Connection closed by peer", "Connection reset by peer", "remote worker", "gloo", "NCCL")
+
+
+def distributed_failure(exc: BaseException, cfg) -> bool:
+    """Whether ``exc`` is a DDP collective/rendezvous failure (a lost worker, a timeout), not a bug."""
+    if str(cfg.train.trainer.strategy) != "ddp":
+        return False
+    return isinstance(exc, torch.distributed.DistError) or any(m in str(exc) for m in DIST_FAILURE_MARKERS)
+
+
+def lost_worker_message(exc: BaseException, run_dir: Path) -> str:
+    """One line for a distributed failure: what happened, and how to finish the run."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    first = re.sub(r"^\[[^\]]*\]\s*", "", first)[:160]  # gloo prefixes its source location
+    return (f"a distributed worker was lost ({first}); resume with --run-dir {run_dir} "
+            f"--resume-from {run_dir / 'checkpoints' / 'last.ckpt'}")
+
+
+def _train(cfg, run_dir: Path, log_file: Path, resume_from: str | None, dry_run_only: bool, extra_callbacks=(),
+           score_test: bool = True) -> dict:
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    panel = load_panel(cfg.data.path, cfg.data, model_cfg=cfg.model)
+    if resume_from:
+        check_resume(resume_from, panel.feature_names, panel.horizons)
+    log.info("run %s: %s", cfg.run_name, json.dumps(panel.splits.describe(panel.dates)))
+    module = ATFTLightningModule(cfg, len(panel.feature_names), panel.horizons)
+    dm = PanelDataModule(cfg, panel, sealed=() if score_test else ("test",))
+    dm.setup("fit")
+    if dry_run_only:
+        return dry_run(module, dm)
+    if _rank() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        write_json(run_dir / "data.json", data_record(panel))
+        log.info("log file %s, run folder %s", log_file, run_dir)
+    if resume_from is None:
+        warm_start_linear_path(module, dm)
+    init = initial_candidate(module, dm) if resume_from is None and _rank() == 0 else None
+    callbacks, checkpoint, guard = build_callbacks(cfg, run_dir, extra_callbacks)
+    callbacks.append(NonFiniteGuard.from_config(cfg, panel.dates))
+    trainer = build_trainer(cfg, run_dir, callbacks, len(dm.train_dataloader()))
+    trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
+    if guard is not None and guard.stopped_message:
+        log.error("training stopped early by the degeneracy guard; evaluating the best checkpoint so far")
+    if not trainer.is_global_zero:
+        return {}
+    return evaluate_best(module, dm, checkpoint, run_dir, guard, init, score_test=score_test)

@@ -18,7 +18,7 @@ def load_source(build_cfg) -> tuple[pl.DataFrame, dict, pl.DataFrame | None]:
     if source == "sample":
         from atft.data.sources.sample import load_sample
 
-        return (*load_sample(), None)
+        return (*load_sample(str(build_cfg.sample_sectors)), None)
     if source == "synthetic":
         from atft.data.sources.synthetic import synthetic_market
 
@@ -29,7 +29,8 @@ def load_source(build_cfg) -> tuple[pl.DataFrame, dict, pl.DataFrame | None]:
     if source == "jquants":
         from atft.data.sources.jquants import load_jquants
 
-        return (*load_jquants(build_cfg.start, build_cfg.end, build_cfg.cache_dir), None)
+        return (*load_jquants(build_cfg.start, build_cfg.end, build_cfg.cache_dir,
+                              int(build_cfg.jquants_master_every)), None)
     from atft.data.sources.files import load_file
 
     return (*load_file(source), None)

@@ -1,0 +1,117 @@
+"""The linear path: ATFT with its deep branch off is the per-day-normalised Ridge; with it on, training
+starts from that Ridge; selection keeps the starting model when no epoch beats it on validation."""
+
+import json
+
+import numpy as np
+import polars as pl
+import torch
+from sklearn.linear_model import Ridge
+from synthetic_panel import write_dataset
+
+from atft.data.panel import load_panel
+from atft.training.datamodule import PanelDataModule
+from atft.training.module import ATFTLightningModule
+from atft.training.targets import cross_sectional_targets
+from atft.training.train import train, warm_start_linear_path
+
+
+def _ridge_reference(cfg, panel):
+    """sklearn's Ridge on the training rows: last-day features -> the per-day z-scored 1d target."""
+    from atft.training.datamodule import PanelWindows
+
+    ok = PanelWindows(panel, cfg.data.lookback, cfg.data.min_history_frac).sample_ok
+    z = cross_sectional_targets(panel.Y, panel.Y_mask, "zscore", 3.0)
+    days = panel.splits.train
+    di, ni = np.nonzero(ok[days] & panel.Y_mask[days, :, 0])
+    model = Ridge(alpha=1.0).fit(panel.X[days[di], ni], z[days[di], ni, 0])
+    return model, ok
+
+
+SCREEN = {"data.features.leakage_screen_max_abs_ic": 0.99}  # the planted feature is strong on purpose
+
+
+def _corr_by_day(a, b, days):
+    return [np.corrcoef(a[d][np.isfinite(a[d])], b[d][np.isfinite(a[d])])[0, 1] for d in days]
+
+
+def test_deep_branch_off_predicts_like_a_per_day_normalised_ridge(make_cfg, tmp_path):
+    data = write_dataset(tmp_path / "lin.parquet", n_stocks=30, n_days=90, horizons=(1,), signal=0.8)
+    cfg = make_cfg(data_path=data, **SCREEN, **{"model.deep": False, "train.trainer.max_epochs": 2})
+    result = train(cfg)
+    panel = load_panel(cfg.data.path, cfg.data, model_cfg=cfg.model)
+    model, _ = _ridge_reference(cfg, panel)
+    frame = pl.read_parquet(tmp_path / "run" / "predictions_test.parquet")
+    codes = frame["Code"].to_numpy().astype(str)
+    rows = np.searchsorted(panel.dates, frame["Date"].to_numpy().astype("datetime64[D]"))
+    cols = np.searchsorted(panel.codes, codes)
+    ridge = model.predict(panel.X[rows, cols])
+    ours = frame["pred_1d"].to_numpy()
+    assert np.corrcoef(ours, ridge)[0, 1] > 0.99  # the same linear model, within training noise
+    # and it learned the planted signal like Ridge did
+    assert result["test"]["1d"]["rank_ic"] > 0.3
+
+
+def test_training_starts_from_the_ridge_fit(make_cfg, tmp_path):
+    data = write_dataset(tmp_path / "lin.parquet", n_stocks=30, n_days=90, horizons=(1,), signal=0.8)
+    cfg = make_cfg(data_path=data, **SCREEN)
+    panel = load_panel(cfg.data.path, cfg.data, model_cfg=cfg.model)
+    module = ATFTLightningModule(cfg, len(panel.feature_names), panel.horizons)
+    dm = PanelDataModule(cfg, panel)
+    dm.setup("fit")
+    warm_start_linear_path(module, dm)
+    model, ok = _ridge_reference(cfg, panel)
+    module.eval()
+    days = panel.splits.test
+    preds = np.full(panel.M.shape, np.nan)
+    with torch.no_grad():
+        for batch in dm.loader("test", False, 10_000, shard=False):
+            batch = dm.complete_batch(batch)
+            preds[batch["date_idx"], batch["stock_idx"]] = module(batch)["predictions"][:, 0].numpy()
+    ridge = np.where(np.isfinite(preds), model.predict(panel.X.reshape(-1, panel.X.shape[2])).reshape(panel.M.shape),
+                     np.nan)
+    assert np.nanmean(_corr_by_day(preds, ridge, days)) > 0.95  # deep branch starts near 0 (deep_init_scale)
+
+
+def test_selection_keeps_the_initial_model_when_training_ruins_it(make_cfg, tmp_path):
+    data = write_dataset(tmp_path / "strong.parquet", n_stocks=30, n_days=90, horizons=(1,), signal=3.0)
+    cfg = make_cfg(data_path=data, **SCREEN, **{"train.optimizer.lr": 5.0, "train.optimizer.warmup_frac": 0.0,
+                                      "train.trainer.gradient_clip_val": 0, "train.degeneracy.enabled": False,
+                                      "train.trainer.max_epochs": 1})
+    result = train(cfg)
+    info = result["info"]
+    assert info["selected"] == "initial model (before training)"
+    assert info["initial_score"] > 0.5  # the ridge warm start already ranks the strong signal well
+    assert result["val"]["1d"]["rank_ic"] == info["initial_score"]
+    # best.ckpt holds the selected weights, so predict/evaluate use the same model
+    state = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=False)["state_dict"]
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    key = "model.linear_path.linear.weight"
+    assert not torch.equal(state[key], last[key])
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["info"]["selected"].startswith("initial")
+
+
+def test_early_stopping_stops_on_a_flat_validation_score(make_cfg, tmp_path):
+    data = write_dataset(tmp_path / "noise.parquet", n_stocks=20, n_days=80, horizons=(1,), signal=0.0)
+    cfg = make_cfg(data_path=data, **{"train.trainer.max_epochs": 8, "train.early_stopping.patience": 1,
+                                      "train.optimizer.lr": 0.0})  # lr 0: every epoch scores the same
+    train(cfg)
+    epochs = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(epochs) == 2  # epoch 1 sets the best, epoch 2 does not improve -> stop
+
+
+def test_seed_ensemble_averages_members_and_reports_their_spread(make_cfg, tmp_path):
+    data = write_dataset(tmp_path / "ens.parquet", n_stocks=20, n_days=80, horizons=(1,), signal=0.8)
+    cfg = make_cfg(data_path=data, **SCREEN, **{"train.ensemble.seeds": 2})
+    result = train(cfg)
+    run = tmp_path / "run"
+    members = [pl.read_parquet(run / f"seed{k}" / "predictions_test.parquet").sort("Date", "Code") for k in (0, 1)]
+    ens = pl.read_parquet(run / "predictions_test.parquet").sort("Date", "Code")
+    mean = (members[0]["pred_1d"].to_numpy() + members[1]["pred_1d"].to_numpy()) / 2
+    assert np.allclose(ens["pred_1d"].to_numpy(), mean, atol=1e-6)
+    assert not np.allclose(members[0]["pred_1d"].to_numpy(), members[1]["pred_1d"].to_numpy())
+    spread = result["spread"]["1d"]
+    ric = [m["test"]["1d"]["rank_ic"] for m in result["members"]]
+    assert [m["seed"] for m in result["members"]] == [cfg.seed, cfg.seed + 1]
+    assert abs(spread["rank_ic_std"] - np.std(ric, ddof=1)) < 1e-9
+    assert (run / "config.yaml").is_file() and json.loads((run / "metrics.json").read_text())["test"]["1d"]
