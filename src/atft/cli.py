@@ -31,7 +31,26 @@ def _add_train(sub) -> None:
     p.add_argument("--max-epochs", type=int, default=None)
     p.add_argument("--run-dir", default=None)
     p.add_argument("--resume-from", default=None)
+    p.add_argument("--config", default=None, help="a full config YAML (a run's config.yaml, atft tune's "
+                   "best.yaml); flags, env switches and key=value still override it")
     p.add_argument("overrides", nargs="*", help="Hydra overrides key=value")
+
+
+def _add_tune(sub) -> None:
+    p = sub.add_parser("tune", help="hyper-parameter search with Optuna on validation days (docs/tuning.md)")
+    p.add_argument("--data-path", required=True)
+    p.add_argument("--trials", type=int, required=True, help="trials this process runs")
+    p.add_argument("--study", default=None, help="study name (default atft)")
+    p.add_argument("--storage", default=None, help="SQLAlchemy URL, e.g. postgresql://user:pw@host/db "
+                   "(default sqlite:///OUT/study.db)")
+    p.add_argument("--folds", type=int, default=None, help="walk-forward folds before the test split "
+                   "(default the config's train/validation split)")
+    p.add_argument("--timeout", type=float, default=None, help="start no trial after this many seconds")
+    p.add_argument("--space", default=None, help="search-space YAML (default configs/tune/default.yaml)")
+    p.add_argument("--out", default=None, help="output folder (default runs/tune/<study>)")
+    p.add_argument("--refit", action="store_true", help="train the best config and score the test split "
+                   "beside the default config and the baselines")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides key=value for every trial")
 
 
 def _add_model(sub) -> None:
@@ -92,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_dataset(sub)
     _add_train(sub)
+    _add_tune(sub)
     _add_model(sub)
     _add_evaluation(sub)
     return parser
@@ -118,7 +138,11 @@ def dispatch(args) -> int:
         from atft.training.train import train
 
         flags = {"data_path": "data.path", "max_epochs": "train.trainer.max_epochs", "run_dir": "run_dir"}
-        train(load_config(_overrides(args, flags)), resume_from=args.resume_from)
+        train(load_config(_overrides(args, flags), config_file=args.config), resume_from=args.resume_from)
+    elif args.command == "tune":
+        from atft.tuning.tune import tune
+
+        tune(overrides=list(args.overrides or []), **kwargs)
     elif args.command == "model":
         from atft.model import model_summary
 

@@ -70,18 +70,52 @@ def env_overrides(environ: dict[str, str] | None = None) -> list[str]:
     return out
 
 
-def load_config(overrides: list[str] | None = None, environ: dict[str, str] | None = None) -> DictConfig:
-    """Compose the root config with env switches, then ``overrides`` (``key=value`` strings)."""
+def _compose(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
+        try:
+            return compose("config", overrides=overrides)
+        except HydraException as exc:
+            msg = str(exc).strip().splitlines()[0]
+            raise InputError(f"bad config override: {msg}") from None
+
+
+def read_config_file(path: str | Path, base: DictConfig) -> DictConfig:
+    """``base`` with the YAML file ``path`` merged over it; a key that ``base`` lacks is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"config file {path} does not exist")
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as exc:  # noqa: BLE001 - any YAML error is a bad file for the user
+        raise InputError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from None
+    if not isinstance(loaded, DictConfig):
+        raise InputError(f"config file {path} is not a mapping of config keys")
+    OmegaConf.set_struct(base, True)
+    try:
+        return OmegaConf.merge(base, loaded)
+    except Exception as exc:  # noqa: BLE001 - unknown key or wrong type, named by OmegaConf
+        raise InputError(f"config file {path}: {str(exc).splitlines()[0]}") from None
+
+
+def load_config(overrides: list[str] | None = None, environ: dict[str, str] | None = None,
+                config_file: str | Path | None = None) -> DictConfig:
+    """Compose the root config with env switches, then ``overrides`` (``key=value`` strings).
+
+    With ``config_file`` (a full config such as a run's ``config.yaml`` or ``atft tune``'s ``best.yaml``)
+    the precedence is: YAML defaults < the file < environment switches < explicit overrides.
+    """
     overrides = list(overrides or [])
     for item in overrides:
         if "=" not in item:
             raise InputError(f"override {item!r} is not of the form key=value")
-    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
-        try:
-            cfg = compose("config", overrides=env_overrides(environ) + overrides)
-        except HydraException as exc:
-            msg = str(exc).strip().splitlines()[0]
-            raise InputError(f"bad config override: {msg}") from None
+    switches = env_overrides(environ) + overrides
+    cfg = _compose(switches)
+    if config_file is not None:
+        explicit = cfg
+        cfg = read_config_file(config_file, _compose([]))
+        for item in switches:  # re-apply what the environment and command line set, as Hydra parsed it
+            key = item.split("=", 1)[0].lstrip("+~")
+            OmegaConf.update(cfg, key, OmegaConf.select(explicit, key), force_add=True)
     OmegaConf.set_struct(cfg, False)
     return cfg
 

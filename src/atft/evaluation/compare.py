@@ -92,15 +92,19 @@ def train_atft(base_cfg, overrides: list[str], run_dir: Path, run_name: str) -> 
     return read_predictions(run_dir / "predictions_test.parquet")
 
 
-def atft_predictions(base_cfg, panel, splits, variant: str, seed: int, out: Path) -> np.ndarray:
-    """Test predictions ``[D, N, H]`` of one variant and seed over all folds (NaN outside test blocks)."""
+def atft_predictions(base_cfg, panel, splits, variant: str, seed: int, out: Path,
+                     variants: dict[str, list[str]] | None = None) -> np.ndarray:
+    """Test predictions ``[D, N, H]`` of one variant and seed over all folds (NaN outside test blocks).
+
+    ``variants``: name -> overrides (default ``ATFT_VARIANTS``).
+    """
     pred = np.full((*panel.M.shape, len(panel.horizons)), np.nan)
     for k, split in enumerate(splits):
         fold = f"fold{k}" if len(splits) > 1 else ""
         run_dir = (out / variant / f"seed{seed}" / fold).resolve()
         tag = hashlib.sha1(str(out.resolve()).encode()).hexdigest()[:6]  # log names unique per compare folder
         name = "_".join(p for p in (out.resolve().name, tag, variant, f"seed{seed}", fold) if p)
-        overrides = [*ATFT_VARIANTS[variant], *_fold_overrides(panel, split, len(splits)), f"seed={seed}"]
+        overrides = [*(variants or ATFT_VARIANTS)[variant], *_fold_overrides(panel, split, len(splits)), f"seed={seed}"]
         frame = train_atft(base_cfg, overrides, run_dir, name)
         arrays = frame_to_arrays(frame, panel.horizons, dates=panel.dates, codes=panel.codes)
         pred[split.test] = arrays.pred[split.test]
@@ -230,8 +234,11 @@ def walk_forward_run(cfg, data_path: Path, folds: int, out: Path, cost_bps: floa
 
 
 def run_models(cfg, data_path: Path, names: list[str], seeds: int, folds: int | None, out: Path,
-               cost: float, lag: int = TRADEABLE_LAG) -> dict:
-    """Predict with every model and seed on the (walk-forward) test days, score, write the leaderboard."""
+               cost: float, lag: int = TRADEABLE_LAG, variants: dict[str, list[str]] | None = None) -> dict:
+    """Predict with every model and seed on the (walk-forward) test days, score, write the leaderboard.
+
+    ``variants``: ATFT name -> overrides (default ``ATFT_VARIANTS``; ``atft tune --refit`` passes its own).
+    """
     from atft.data.panel import load_panel
 
     cfg = OmegaConf.merge(cfg, {"data": {"path": str(data_path)}})
@@ -247,7 +254,7 @@ def run_models(cfg, data_path: Path, names: list[str], seeds: int, folds: int | 
     preds = {}
     for name in names:
         preds[name] = baselines[name] if name in baselines else [
-            atft_predictions(cfg, panel, splits, name, seed, out) for seed in range(seeds)]
+            atft_predictions(cfg, panel, splits, name, seed, out, variants) for seed in range(seeds)]
         log.info("compare: %s done (%d run(s))", name, len(preds[name]))
     sidecar = oracle_sidecar(data_path)
     oracle = oracle_predictions(data_path, panel, sidecar)

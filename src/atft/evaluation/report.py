@@ -5,6 +5,10 @@ oracle component, table and bars), paired differences (a difference is only call
 beyond two standard errors), cumulative long-short return vs baselines, daily RankIC and its
 cumulative sum, IC by horizon, mean return by prediction quintile, training/validation curves,
 gradient norms per module, degeneracy resets and feature importance.
+
+A tune folder (``atft tune``) gets the search section instead: study, best trial, trials table and
+Optuna's plots (optimisation history, fANOVA importances, parallel coordinates, slice), then the refit
+leaderboard when there is one.
 """
 
 from __future__ import annotations
@@ -229,36 +233,72 @@ def importance_figure(run: Path | None) -> bytes:
                            "Feature importance: mean variable-selection weight on the test split (top 25)")
 
 
-def render(ctx: dict, figures: list[tuple[str, bytes]]) -> str:
+def figures_html(figures: list[tuple[str, bytes]]) -> str:
+    return "".join(f'<h3>{html.escape(name.replace("_", " ").replace("-", " "))}</h3><img id="plot-{name}" '
+                   f'alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+                   for name, png in figures)
+
+
+def page(title: str, body: str) -> str:
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;"
+             "font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}img{max-width:100%}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>")
+
+
+def board_body(ctx: dict, figures: list[tuple[str, bytes]]) -> str:
+    """Leaderboard summary, paired differences and figures of a run or compare context."""
     board = ctx["board"]
-    imgs = "".join(f'<h3>{html.escape(name.replace("_", " "))}</h3><img id="plot-{name}" alt="{name}" '
-                   f'src="data:image/png;base64,{base64.b64encode(png).decode()}">' for name, png in figures)
     meta = (f"Test days: {board.get('test_days')} ({board.get('test_first')} … {board.get('test_last')}); "
             f"walk-forward folds: {board.get('folds') or 'none'}; seeds: {board.get('seeds')}; one-way cost "
             f"{board.get('cost_bps')} bps; dataset {html.escape(str(board.get('dataset')))}.")
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;"
-             "font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}img{max-width:100%}")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(ctx['title'])}</title>"
-            f"<style>{style}</style></head><body><h1>{html.escape(ctx['title'])}</h1><p>{meta}</p>"
-            f"<h2>Summary</h2>{summary_table(board)}{decomposition_table(board)}<h2>Is the difference real?</h2>"
+    return (f"<p>{meta}</p><h2>Summary</h2>{summary_table(board)}{decomposition_table(board)}"
+            "<h2>Is the difference real?</h2>"
             "<p>Paired over the same days; a difference inside two standard errors is reported as not "
-            f"distinguishable.</p>{significance_lines(board.get('comparisons') or [])}<h2>Figures</h2>{imgs}"
-            "</body></html>")
+            f"distinguishable.</p>{significance_lines(board.get('comparisons') or [])}<h2>Figures</h2>"
+            f"{figures_html(figures)}")
+
+
+def render(ctx: dict, figures: list[tuple[str, bytes]]) -> str:
+    return page(ctx["title"], board_body(ctx, figures))
+
+
+def render_tune(path: Path) -> str:
+    """A tune folder: the search section, then the refit leaderboard when ``--refit`` wrote one."""
+    from atft.evaluation.tune_report import tune_section
+
+    title, body, figures = tune_section(path)
+    body += f"<h2>Search plots</h2>{figures_html(figures)}"
+    refit = path / "refit"
+    if (refit / "leaderboard.json").is_file():
+        ctx = _load_compare(refit)
+        tuned = refit / "atft_tuned" / "seed0"
+        ctx["main_run"] = tuned if tuned.is_dir() else ctx["main_run"]
+        body += ("<h2>Refit: the best config, the default and the baselines on the test split</h2>"
+                 + board_body(ctx, performance_figures(ctx)))
+    else:
+        body += "<p>No refit: run <code>atft tune ... --refit</code> to score the best config on the test split.</p>"
+    return page(title, body)
 
 
 def build_report(path, out=None) -> Path:
-    """Write ``report.html`` for a run folder or a compare folder; returns its path."""
+    """Write ``report.html`` for a run, compare or tune folder; returns its path."""
+    from atft.evaluation.tune_report import is_tune_folder
+
     path = Path(path)
+    out = Path(out) if out else path / "report.html"
+    if is_tune_folder(path):
+        write_text(out, render_tune(path))
+        return out
     if (path / "leaderboard.json").is_file():
         ctx = _load_compare(path)
     elif (path / "config.yaml").is_file() and (path / "metrics.json").is_file():
         ctx = _load_run(path)
     else:
-        raise InputError(f"{path} is neither a compare folder (leaderboard.json) nor a run folder "
-                         f"(config.yaml + metrics.json)")
+        raise InputError(f"{path} is neither a compare folder (leaderboard.json), a tune folder (tune.json) "
+                         f"nor a run folder (config.yaml + metrics.json)")
     run = ctx["main_run"]
     figures = performance_figures(ctx) + training_figures(run) + [("feature_importance", importance_figure(run))]
-    out = Path(out) if out else path / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text(out, render(ctx, figures))
     return out

@@ -139,11 +139,16 @@ class PanelDataModule(pl.LightningDataModule):
     Args:
         cfg: the full resolved config.
         panel: an already loaded panel (None -> ``load_panel(cfg.data.path, cfg.data)`` in ``setup``).
+        sealed: splits whose loader raises (``("test",)`` during a hyper-parameter search).
+
+    ``access_log`` lists the split of every loader built, in order (the search's no-test-days check).
     """
 
-    def __init__(self, cfg, panel: Panel | None = None):
+    def __init__(self, cfg, panel: Panel | None = None, sealed=()):
         super().__init__()
         self.cfg, self.panel = cfg, panel
+        self.sealed = frozenset(sealed)
+        self.access_log: list[str] = []
         self.windows: PanelWindows | None = None
         self.graph_builder = None
         b = cfg.train.batch
@@ -190,6 +195,9 @@ class PanelDataModule(pl.LightningDataModule):
         return self.trainer.current_epoch if self.trainer is not None else 0
 
     def loader(self, split: str, shuffle: bool, batch_size: int, shard: bool) -> DataLoader:
+        if split in self.sealed:
+            raise RuntimeError(f"the {split} split is sealed for this run (hyper-parameter search)")
+        self.access_log.append(split)
         usable = self.usable(split)
         days = getattr(self.panel.splits, split)
         rank, world = self._rank() if shard else (0, 1)

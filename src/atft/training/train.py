@@ -93,7 +93,9 @@ def resolve_run_dir(cfg) -> Path:
     return path
 
 
-def build_callbacks(cfg, run_dir: Path) -> tuple[list[pl.Callback], ModelCheckpoint, DegeneracyGuard | None]:
+def build_callbacks(cfg, run_dir: Path, extra_callbacks=()) -> tuple[list[pl.Callback], ModelCheckpoint,
+                                                                    DegeneracyGuard | None]:
+    """Checkpoint, epoch summary, early stopping, degeneracy guard, gradient monitor; ``extra_callbacks`` last."""
     ck = cfg.train.checkpoint
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=ck.monitor,
                                  mode=ck.mode, save_top_k=1, auto_insert_metric_name=False,
@@ -117,7 +119,7 @@ def build_callbacks(cfg, run_dir: Path) -> tuple[list[pl.Callback], ModelCheckpo
                                          module_norms=bool(mon.grad_monitor.enabled),
                                          encoder_hooks=bool(mon.encoder_grad_hooks),
                                          jsonl_path=run_dir / "grad_norms.jsonl"))
-    return callbacks, checkpoint, guard
+    return callbacks + list(extra_callbacks), checkpoint, guard
 
 
 def build_strategy(trainer_cfg):
@@ -248,14 +250,19 @@ def select_model(module, checkpoint: ModelCheckpoint, init: dict | None) -> dict
 
 
 def evaluate_best(module, dm: PanelDataModule, checkpoint: ModelCheckpoint, run_dir: Path, guard,
-                  init: dict | None = None) -> dict:
-    """Load the selected model (``select_model``), score validation and the test split once, write outputs."""
+                  init: dict | None = None, score_test: bool = True) -> dict:
+    """Load the selected model (``select_model``), score validation and the test split once, write outputs.
+
+    With ``score_test=False`` (hyper-parameter search) only validation is scored: ``"test"`` is None.
+    """
     chosen = select_model(module, checkpoint, init)
     best = selected_path(checkpoint)
     cost = float(module.cfg.train.eval.cost_bps)
     val_metrics, _ = _split_metrics(module, dm, "val", cost)
-    test_metrics, out = _split_metrics(module, dm, "test", cost)
-    write_test_outputs(run_dir, dm.panel, module.horizons, out)
+    test_metrics = None
+    if score_test:
+        test_metrics, out = _split_metrics(module, dm, "test", cost)
+        write_test_outputs(run_dir, dm.panel, module.horizons, out)
     info = {"checkpoint": str(best), **chosen, "monitor": checkpoint.monitor,
             "primary_horizon": module.primary_horizon, "cost_bps": cost, "lag": module.eval_lag,
             "splits": dm.panel.splits.describe(dm.panel.dates),
@@ -263,6 +270,11 @@ def evaluate_best(module, dm: PanelDataModule, checkpoint: ModelCheckpoint, run_
     result = clean_json({"val": val_metrics, "test": test_metrics, "info": info})
     write_json(run_dir / "metrics.json", result)
     h = f"{module.primary_horizon}d"
+    if test_metrics is None:
+        v = val_metrics[h]
+        log.info("Validation (selected model, %s, %d days): RankIC %.4f; test split not scored", h, v["days"],
+                 v["rank_ic"])
+        return result
     t = test_metrics[h]
     log.info("Test (best checkpoint, %s, %d days, cost %.1f bps): IC %.4f | RankIC %.4f | ICIR %.3f | "
              "Sharpe(%s) %.2f | Sharpe net %.2f", h, t["days"], cost, t["ic"], t["rank_ic"], t["icir"],
@@ -281,8 +293,12 @@ def dry_run(module: ATFTLightningModule, dm: PanelDataModule) -> dict:
     return {"dry_run": True, "loss": float(terms["loss"].detach()), "batch_shape": list(batch["x"].shape)}
 
 
-def train(cfg, resume_from: str | None = None, dry_run_only: bool = False, replace_finished: bool = False) -> dict:
+def train(cfg, resume_from: str | None = None, dry_run_only: bool = False, replace_finished: bool = False,
+          extra_callbacks=(), score_test: bool = True) -> dict:
     """Train on ``cfg.data.path``; returns the content of ``metrics.json`` (``{}`` on DDP worker ranks).
+
+    ``extra_callbacks``: Lightning callbacks added after the built-in ones (``atft tune``'s pruner).
+    ``score_test=False`` seals the test split: its loader raises, nothing on it is scored or written.
 
     Each run folder is locked for its run's life (:mod:`atft.run_lock`); a finished run's folder is
     refused unless ``resume_from`` continues it or ``replace_finished`` (a caller recomputing its own
@@ -293,12 +309,14 @@ def train(cfg, resume_from: str | None = None, dry_run_only: bool = False, repla
     if seeds > 1 and not dry_run_only:
         from atft.training.ensemble import train_ensemble
 
-        return train_ensemble(cfg, seeds, partial(train_one, replace_finished=replace_finished), resume_from)
-    return train_one(cfg, resume_from, dry_run_only, replace_finished)
+        return train_ensemble(cfg, seeds, partial(train_one, replace_finished=replace_finished,
+                                                  extra_callbacks=extra_callbacks, score_test=score_test),
+                              resume_from)
+    return train_one(cfg, resume_from, dry_run_only, replace_finished, extra_callbacks, score_test)
 
 
 def train_one(cfg, resume_from: str | None = None, dry_run_only: bool = False,
-              replace_finished: bool = False) -> dict:
+              replace_finished: bool = False, extra_callbacks=(), score_test: bool = True) -> dict:
     """One model: lock the run folder -> panel -> fit -> selection -> the test split scored once."""
     masked = redact_config(cfg)
     run_dir = resolve_run_dir(cfg)
@@ -313,7 +331,7 @@ def train_one(cfg, resume_from: str | None = None, dry_run_only: bool = False,
     if masked:
         log.warning("config keys %s held a secret value; masked in this run's records", ", ".join(masked))
     try:
-        return _train(cfg, run_dir, log_file, resume_from, dry_run_only)
+        return _train(cfg, run_dir, log_file, resume_from, dry_run_only, extra_callbacks, score_test)
     except RuntimeError as exc:
         if not distributed_failure(exc, cfg):
             raise
@@ -342,14 +360,15 @@ def lost_worker_message(exc: BaseException, run_dir: Path) -> str:
             f"--resume-from {run_dir / 'checkpoints' / 'last.ckpt'}")
 
 
-def _train(cfg, run_dir: Path, log_file: Path, resume_from: str | None, dry_run_only: bool) -> dict:
+def _train(cfg, run_dir: Path, log_file: Path, resume_from: str | None, dry_run_only: bool, extra_callbacks=(),
+           score_test: bool = True) -> dict:
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     panel = load_panel(cfg.data.path, cfg.data, model_cfg=cfg.model)
     if resume_from:
         check_resume(resume_from, panel.feature_names, panel.horizons)
     log.info("run %s: %s", cfg.run_name, json.dumps(panel.splits.describe(panel.dates)))
     module = ATFTLightningModule(cfg, len(panel.feature_names), panel.horizons)
-    dm = PanelDataModule(cfg, panel)
+    dm = PanelDataModule(cfg, panel, sealed=() if score_test else ("test",))
     dm.setup("fit")
     if dry_run_only:
         return dry_run(module, dm)
@@ -361,7 +380,7 @@ def _train(cfg, run_dir: Path, log_file: Path, resume_from: str | None, dry_run_
     if resume_from is None:
         warm_start_linear_path(module, dm)
     init = initial_candidate(module, dm) if resume_from is None and _rank() == 0 else None
-    callbacks, checkpoint, guard = build_callbacks(cfg, run_dir)
+    callbacks, checkpoint, guard = build_callbacks(cfg, run_dir, extra_callbacks)
     callbacks.append(NonFiniteGuard.from_config(cfg, panel.dates))
     trainer = build_trainer(cfg, run_dir, callbacks, len(dm.train_dataloader()))
     trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
@@ -369,4 +388,4 @@ def _train(cfg, run_dir: Path, log_file: Path, resume_from: str | None, dry_run_
         log.error("training stopped early by the degeneracy guard; evaluating the best checkpoint so far")
     if not trainer.is_global_zero:
         return {}
-    return evaluate_best(module, dm, checkpoint, run_dir, guard, init)
+    return evaluate_best(module, dm, checkpoint, run_dir, guard, init, score_test=score_test)
