@@ -43,7 +43,8 @@ def test_shapes_and_finite_outputs(norm, gat, quantiles):
     model = build_model(_model_cfg(adaptive_norm=norm, **{"gat.enabled": gat}, quantiles=quantiles), F, HORIZONS)
     x, edge_index, edge_attr = _batch()
     out = model(x, edge_index, edge_attr)
-    expected = {"predictions": (B, 4), "projected_features": (B, T, 64), "normalized_features": (B, T, 64),
+    expected = {"predictions": (B, 4), "deep_predictions": (B, 4), "projected_features": (B, T, 64),
+                "normalized_features": (B, T, 64),
                 "feature_weights": (B, F), "temporal_embedding": (B, 64), "graph_embedding": (B, 64)}
     if quantiles:
         expected["quantiles"] = (B, 4, 3)

@@ -95,7 +95,8 @@ def _add_evaluation(sub) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--folds", type=int, default=None, help="walk-forward folds (test blocks concatenated)")
     p.add_argument("--models", default=None, help="comma list; default all: atft, atft_fan_san, atft_fan, "
-                   "atft_san, atft_no_gat, lightgbm, ridge, momentum_20d, reversal_5d")
+                   "atft_san, atft_no_gat, atft_linear, atft_no_linear, lightgbm, ridge, momentum_20d, "
+                   "reversal_5d")
     p.add_argument("--max-epochs", type=int, default=None)
     p.add_argument("--cost-bps", type=float, default=None)
     p.add_argument("--lag", type=int, default=None, help=LAG_HELP)
