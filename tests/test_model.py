@@ -157,3 +157,31 @@ def test_model_summary_lists_every_module_and_the_total():
         line = next(ln for ln in text.splitlines() if ln.startswith(name + " "))
         assert f"{sum(p.numel() for p in getattr(model, name).parameters()):,}" in line
     assert f"{sum(p.numel() for p in model.parameters()):,}" in text.splitlines()[-1]
+
+
+def test_peer_path_is_a_linear_map_of_the_neighbours_mean_last_day_features():
+    from atft.model import PeerPath
+
+    path = PeerPath(n_features=3, n_horizons=2)
+    with torch.no_grad():
+        path.linear.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]]))
+    x = torch.zeros(4, 5, 3)  # [B, T, F]
+    x[:, -1] = torch.tensor([[1.0, 1.0, 9.0], [3.0, 5.0, 9.0], [5.0, 0.0, 9.0], [7.0, 7.0, 9.0]])
+    x[:, 0] = 100.0  # only the last day enters
+    # stock 0 hears 1 and 2 (and itself, ignored); stock 3 hears nobody but itself
+    edge_index = torch.tensor([[1, 2, 0, 3], [0, 0, 0, 3]])
+    out = path(x, edge_index)  # [B, H]
+    assert torch.allclose(out[0], torch.tensor([4.0, 5.0]))  # mean of rows 1, 2: (4, 2.5) -> (4, 2 * 2.5)
+    assert torch.equal(out[1:], torch.zeros(3, 2))  # no neighbours: 0 (the bias is 0)
+    assert torch.equal(path(x, None), torch.zeros(4, 2))
+
+
+def test_the_linear_paths_switch_on_from_config():
+    cfg = OmegaConf.create({"hidden_size": 16, "vsn_embed_dim": 4, "lookback": 5,
+                            "linear_path": {"enabled": True, "peers": True}, "deep": False})
+    model = build_model(cfg, n_features=3, horizons=[1])
+    x = torch.randn(4, 5, 3)
+    out = model(x, torch.tensor([[1, 0], [0, 1]]))
+    assert set(out) == {"predictions", "feature_weights"}  # the deep branch is off
+    out["predictions"].sum().backward()
+    assert model.peer_path.linear.weight.grad is not None and model.linear_path.linear.weight.grad is not None

@@ -27,7 +27,7 @@ from atft.nn.variable_selection import VariableSelectionNetwork
 
 MODULE_NAMES = (
     "variable_selection", "backbone_projection", "adaptive_norm", "temporal_encoder", "gat",
-    "fusion", "prediction_head", "linear_path",
+    "fusion", "prediction_head", "linear_path", "peer_path",
 )
 
 
@@ -60,10 +60,42 @@ class LinearPath(nn.Module):
         return self.linear(x[:, -1])  # [B, H]
 
 
+class PeerPath(nn.Module):
+    """A linear map from the mean of the day-graph neighbours' last-day features to each horizon:
+    ``p_i = mean_{j in N(i), j != i} x_j[-1] V + c``, the linear form of a peer (lead-lag) signal.
+
+    Graph attention can express it too, but through the temporal encoder and a gate; this path gives
+    the linear part of "what my peers did yesterday" a direct route, as the linear path does for a
+    stock's own features. Zero-initialised (it starts silent and is learned). A stock without
+    neighbours (or a batch without a graph) contributes 0.
+
+    Args:
+        n_features: F.  n_horizons: H.
+
+    Shapes: x ``[B, T, F]``, edge_index ``[2, E]`` -> ``[B, H]``.
+    """
+
+    def __init__(self, n_features: int, n_horizons: int):
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_horizons)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor | None) -> torch.Tensor:
+        last = x[:, -1]  # [B, F]
+        if edge_index is None or edge_index.numel() == 0:
+            return self.linear(torch.zeros_like(last))
+        src, dst = edge_index  # messages j -> i
+        keep = (src != dst).to(last.dtype)[:, None]  # [E, 1] self-loops carry no peer information
+        total = torch.zeros_like(last).index_add(0, dst, last[src] * keep)  # [B, F]
+        count = torch.zeros(last.shape[0], 1, dtype=last.dtype, device=last.device).index_add(0, dst, keep)
+        return self.linear(total / count.clamp_min(1.0))  # [B, H]
+
+
 class NoPath(nn.Module):
     """The absent linear path (``model.linear_path.enabled=false``): contributes 0."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *_) -> torch.Tensor:
         return x.new_zeros(())
 
 
@@ -81,6 +113,7 @@ class ATFT_GAT_FAN(nn.Module):
         quantiles: optional quantile levels (Q); None -> point forecasts.
         dropout: dropout in the selection, fusion and head (default 0.1).
         linear_path: ``LinearPath`` (added to the deep output) or ``NoPath``.
+        peer_path: ``PeerPath`` (added too) or ``NoPath``.
         deep: False switches the deep branch off: predictions are the linear path alone (ablation).
         deep_init_scale: multiplier on the head's last layer at initialisation (default 1.0); below 1
             the deep branch starts close to 0, so a warm-started linear path is the starting model.
@@ -100,6 +133,7 @@ class ATFT_GAT_FAN(nn.Module):
         quantiles: Sequence[float] | None = None,
         dropout: float = 0.1,
         linear_path: nn.Module | None = None,
+        peer_path: nn.Module | None = None,
         deep: bool = True,
         deep_init_scale: float = 1.0,
     ):
@@ -119,6 +153,7 @@ class ATFT_GAT_FAN(nn.Module):
             self.prediction_head.w2.mul_(deep_init_scale)
             self.prediction_head.b2.mul_(deep_init_scale)
         self.linear_path = linear_path if linear_path is not None else NoPath()
+        self.peer_path = peer_path if peer_path is not None else NoPath()
         self.deep = bool(deep)
         # the point forecast of a quantile head is its level closest to the median
         self.median_index = 0 if not self.quantiles else min(
@@ -144,7 +179,7 @@ class ATFT_GAT_FAN(nn.Module):
             if mask.shape != x.shape[:2]:
                 raise ValueError(f"mask must be [B, T] = {tuple(x.shape[:2])}, got {tuple(mask.shape)}")
             x = x * mask.unsqueeze(-1).to(x.dtype)
-        linear = self.linear_path(x)  # [B, H] (or a scalar 0 without the path)
+        linear = self.linear_path(x) + self.peer_path(x, edge_index)  # [B, H] (or a scalar 0 without paths)
         if not self.deep:
             return self._linear_only(x, linear)
         selected, weights = self.variable_selection(x)  # [B, T, F*d_e], [B, T, F]
@@ -211,11 +246,12 @@ def build_model(model_cfg: Mapping, n_features: int, horizons: Sequence[int]) ->
     linear = LinearPath(n_features, len(horizons)) if bool(cfg_get(lin_cfg, "enabled", False)) else None
     if linear is not None and not bool(cfg_get(lin_cfg, "trainable", True)):
         linear.requires_grad_(False)  # stays at its warm start; only the deep branch trains
+    peers = PeerPath(n_features, len(horizons)) if bool(cfg_get(lin_cfg, "peers", False)) else None
     deep = bool(cfg_get(model_cfg, "deep", True))
     if not deep and linear is None:
         raise InputError("model.deep=false needs model.linear_path.enabled=true (nothing would predict)")
     return ATFT_GAT_FAN(n_features, horizons, hidden, int(cfg_get(model_cfg, "vsn_embed_dim", 8)), norm,
-                        encoder, gat, quantiles, dropout, linear, deep,
+                        encoder, gat, quantiles, dropout, linear, peers, deep,
                         float(cfg_get(lin_cfg, "deep_init_scale", 1.0)) if linear is not None else 1.0)
 
 

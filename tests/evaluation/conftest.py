@@ -3,6 +3,7 @@
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
 
 def contract_frame(n_days: int = 90, n_stocks: int = 40, seed: int = 0, strength: float = 0.3) -> pl.DataFrame:
@@ -42,3 +43,12 @@ def contract_dataset(tmp_path):
     path = tmp_path / "tiny.parquet"
     contract_frame().write_parquet(path)
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matrices: one thread is as fast, and OpenMP threads spinning on a shared CPU are not."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

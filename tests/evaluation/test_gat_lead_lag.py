@@ -18,7 +18,6 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
 from atft.config import load_config
 from atft.data.build import build_dataset
@@ -33,15 +32,6 @@ SMALL_ATFT = ["model.hidden_size=16", "data.lookback=5", "model.temporal.attenti
               "data.features.include=[returns_1d,returns_2d,returns_5d,returns_20d]"]
 MODELS = ["atft", "atft_no_gat", "ridge", "momentum_20d", "reversal_5d"]
 EPOCHS = 10
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny matrices: one thread is as fast, and OpenMP threads spinning on a shared CPU are not."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def lead_lag_compare(folder, data_seed: int) -> dict:

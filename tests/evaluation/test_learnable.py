@@ -16,7 +16,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from atft.config import load_config
 from atft.data.build import build_dataset
@@ -34,14 +33,6 @@ STRONG_RICH = ["data.build.synthetic.preset=rich", "data.build.synthetic.lam=0.8
                "data.build.synthetic.market_vol=0.005"]
 LINEAR = ["data.build.synthetic.preset=linear", "data.build.synthetic.rho=0.2"]
 EPOCHS = 10
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def planted_compare(folder, market: list[str], models: list[str], data_seed: int = 1, extra=()) -> dict:
