@@ -23,11 +23,11 @@ SIGNAL_FEATURES = {"momentum_20d": ("returns_20d", 1.0), "reversal_5d": ("return
 
 
 def _zscore_per_day(y: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Cross-sectional z-score of ``y [D, N]`` over the valid stocks of each day (NaN elsewhere)."""
-    n = np.maximum(valid.sum(1, keepdims=True), 1)
-    mean = np.where(valid, y, 0.0).sum(1, keepdims=True) / n
-    var = np.where(valid, (y - mean) ** 2, 0.0).sum(1, keepdims=True) / n
-    return np.where(valid, (y - mean) / np.sqrt(np.maximum(var, 1e-24)), np.nan)
+    """Cross-sectional z-score of ``y [D, N]`` over the valid stocks of each day (NaN elsewhere): the
+    same per-day standardisation as ATFT's training targets."""
+    from atft.training.targets import standardise_rows
+
+    return np.where(valid, standardise_rows(y, valid), np.nan)
 
 
 def _rows(panel, days: np.ndarray, k: int, rng: np.random.Generator, limit: int = MAX_FIT_ROWS):

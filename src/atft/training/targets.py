@@ -29,7 +29,7 @@ TARGET_NORMS = ("zscore", "rank_gauss", "none")
 MAD_TO_STD = 1.4826  # MAD of a standard normal
 
 
-def _standardise(z: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def standardise_rows(z: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Mean 0, unit population std over the valid entries of each row; 0 elsewhere. ``[R, N]``."""
     n = np.maximum(valid.sum(1, keepdims=True), 1)
     zv = np.where(valid, z, 0.0)
@@ -49,7 +49,7 @@ def _winsorised_zscore(y: np.ndarray, valid: np.ndarray, sigma: float) -> np.nda
         std = np.nanstd(yv, axis=1, keepdims=True)
     scale = np.where(mad > 1e-12, mad, np.where(std > 1e-12, std, 1.0))  # a day of mostly-equal returns
     z = np.clip((np.nan_to_num(yv) - np.nan_to_num(med)) / scale, -sigma, sigma)
-    return _standardise(z, valid)
+    return standardise_rows(z, valid)
 
 
 def _rank_gauss(y: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -58,7 +58,7 @@ def _rank_gauss(y: np.ndarray, valid: np.ndarray) -> np.ndarray:
     ranks = rankdata(filled, method="average", axis=1)  # [R, N]
     n = np.maximum(valid.sum(1, keepdims=True), 1)
     g = ndtri(np.clip((ranks - 0.5) / n, 1e-6, 1 - 1e-6))
-    return _standardise(np.where(valid, g, 0.0), valid)
+    return standardise_rows(np.where(valid, g, 0.0), valid)
 
 
 def cross_sectional_targets(Y: np.ndarray, mask: np.ndarray, method: str = "zscore",
