@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from atft.graph.day_graph import DayGraphBuilder, window_correlation
+from atft.errors import InputError
+from atft.graph.day_graph import DayGraphBuilder, residual_returns, window_correlation
 
 D_TEST = 4  # the day whose graph is checked; window W=4 -> days 1..4
 WINDOW = np.array([  # days 1..4 (rows) x stocks 0..4 (columns); stock 5 is invalid on day 4
@@ -77,14 +78,15 @@ def test_subset_is_reindexed_and_invalid_stock_gets_only_its_self_loop():
     _assert_edges(edges, expected)
 
 
-def test_no_edge_uses_data_after_the_day():
+@pytest.mark.parametrize("residual", ["none", "market", "sector"])
+def test_no_edge_uses_data_after_the_day(residual):
     returns, valid = _panel()
-    base = DayGraphBuilder(returns, valid, SECTOR, MARKET, window=4, k=2)
+    base = DayGraphBuilder(returns, valid, SECTOR, MARKET, window=4, k=2, residual=residual)
     for d in range(7):
         future_returns, future_valid = returns.copy(), valid.copy()
         future_returns[d + 1 :] = np.random.default_rng(d).standard_normal(future_returns[d + 1 :].shape)
         future_valid[d + 1 :] = ~future_valid[d + 1 :]
-        other = DayGraphBuilder(future_returns, future_valid, SECTOR, MARKET, window=4, k=2)
+        other = DayGraphBuilder(future_returns, future_valid, SECTOR, MARKET, window=4, k=2, residual=residual)
         for a, b in zip(base.graph(d, np.arange(6)), other.graph(d, np.arange(6))):
             torch.testing.assert_close(a, b)
 
@@ -142,3 +144,44 @@ def test_labels_as_of_each_day_and_unlabelled_stocks_share_nothing():
     assert edges[(2, 3)] == pytest.approx([R23, 1, 1]) and edges[(4, 4)] == [1.0, 0.0, 1.0]
     with pytest.raises(ValueError, match=r"sector_id must be \[N=6\] or \[D=7, N=6\]"):
         DayGraphBuilder(returns, valid, sector[:3], MARKET)
+
+
+def test_residual_returns_remove_each_days_market_and_sector_mean():
+    rng = np.random.default_rng(3)
+    returns = rng.standard_normal((5, 6)) + 10.0  # [D, N]
+    returns[2, 4] = np.nan
+    valid = np.ones((5, 6), dtype=bool)
+    valid[1, 0] = False  # its return stays but does not enter day 1's means
+    sector = np.broadcast_to(np.array([0, 0, 1, 1, 1, -1]), (5, 6))
+    market = residual_returns(returns, valid, sector, "market")
+    obs = valid & np.isfinite(returns)
+    for d in range(5):
+        np.testing.assert_allclose(np.nansum(market[d] * obs[d]), 0.0, atol=1e-9)
+    assert np.isnan(market[2, 4]) and np.isfinite(market[1, 0])
+    res = residual_returns(returns, valid, sector, "sector")
+    for d in range(5):
+        for members in ([0, 1], [2, 3, 4]):
+            used = [i for i in members if obs[d, i]]
+            if len(used) > 1:
+                np.testing.assert_allclose(res[d, used].sum(), 0.0, atol=1e-9)
+    np.testing.assert_allclose(res[:, 5], market[:, 5])  # unlabelled: the market residual
+    np.testing.assert_allclose(res[1, [1]], market[1, [1]])  # sector 0 has one valid stock on day 1
+    assert residual_returns(returns, valid, sector, "none") is returns
+    with pytest.raises(InputError, match="model.graph.residual"):
+        residual_returns(returns, valid, sector, "beta")
+
+
+def test_sector_residual_graph_finds_groups_the_sector_factor_hides():
+    rng = np.random.default_rng(0)
+    days, n = 120, 40
+    sector, cluster = np.arange(n) % 4, (np.arange(n) // 4) % 5  # clusters cut across sectors
+    returns = (3.0 * rng.standard_normal((days, 4))[:, sector] + 1.0 * rng.standard_normal((days, 5))[:, cluster]
+               + 0.5 * rng.standard_normal((days, n)))  # [D, N]
+    valid = np.ones((days, n), dtype=bool)
+
+    def cluster_share(residual):
+        src, dst, _ = DayGraphBuilder(returns, valid, sector, window=100, k=4, residual=residual).day_edges(days - 1)
+        return float(np.mean(cluster[src] == cluster[dst]))
+
+    assert cluster_share("none") < 0.3  # the edges follow the dominant sector factor
+    assert cluster_share("sector") > 0.9

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import polars as pl
+import pytest
 import torch
 from sklearn.linear_model import Ridge
 from synthetic_panel import write_dataset
@@ -115,3 +116,32 @@ def test_seed_ensemble_averages_members_and_reports_their_spread(make_cfg, tmp_p
     assert [m["seed"] for m in result["members"]] == [cfg.seed, cfg.seed + 1]
     assert abs(spread["rank_ic_std"] - np.std(ric, ddof=1)) < 1e-9
     assert (run / "config.yaml").is_file() and json.loads((run / "metrics.json").read_text())["test"]["1d"]
+
+
+def test_margin_over_initial_is_the_paired_daily_difference_and_its_hac_se():
+    from atft.evaluation.hac import hac_se
+    from atft.training.train import margin_over_initial
+
+    rng = np.random.default_rng(0)
+    init, best = rng.normal(0.1, 0.05, 60), rng.normal(0.12, 0.05, 60)
+    best[5] = np.nan  # a day only one model scores is left out
+    diff, se = margin_over_initial(best, init, horizon=1)
+    paired = np.delete(best - init, 5)
+    assert diff == pytest.approx(paired.mean()) and se == pytest.approx(hac_se(paired, 1))
+
+
+def test_selection_keeps_the_initial_model_unless_training_beats_it_by_the_margin(make_cfg, tmp_path):
+    data = write_dataset(tmp_path / "sig.parquet", n_stocks=30, n_days=90, horizons=(1,), signal=0.8)
+    # a zero-initialised linear path: the starting model is poor and training clearly improves on it
+    base = {**SCREEN, "model.linear_path.init": "zero", "train.trainer.max_epochs": 2}
+    cfg = make_cfg(data_path=data, **base, **{"train.checkpoint.init_margin_se": 0.0})
+    info = train(cfg)["info"]
+    assert info["selected"].startswith("epoch") and "margin" not in info
+    assert info["best_score"] > info["initial_score"]
+    cfg = make_cfg("run_margin", data_path=data, **base,
+                   **{"train.checkpoint.init_margin_se": 1e6})  # no improvement can clear this margin
+    result = train(cfg)
+    info = result["info"]
+    assert info["selected"] == "initial model (before training)"
+    assert info["margin"]["diff"] > 0 and info["margin"]["se"] > 0  # the best epoch was better, within the margin
+    assert result["val"]["1d"]["rank_ic"] == pytest.approx(info["initial_score"])

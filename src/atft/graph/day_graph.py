@@ -15,6 +15,7 @@ import torch
 from atft.errors import InputError
 
 EDGE_DIM = 3  # corr, same_sector, same_market
+RESIDUALS = ("none", "market", "sector")  # ``model.graph.residual``
 
 
 def _as_numpy(a, dtype) -> np.ndarray:
@@ -45,6 +46,39 @@ def window_correlation(window: np.ndarray, min_periods: int) -> tuple[torch.Tens
     return z.T @ z, ok  # [n, n], [n]
 
 
+def residual_returns(returns: np.ndarray, valid: np.ndarray, sector_id: np.ndarray, how: str) -> np.ndarray:
+    """Returns with each day's common part removed, the input of the correlations.
+
+    ``market``: minus the day's mean over valid stocks. ``sector``: minus the mean of the stock's sector
+    that day (valid, labelled stocks; an unlabelled stock or a sector of one falls back to the market
+    mean). Each day uses that day's returns only, so no look-ahead is added. Without it, a kNN on raw
+    returns spends its edges on the market and sector factors, which every model already sees through the
+    ``same_sector`` edge attribute and the sector features; the residual correlations are what reveals
+    groups the metadata does not name.
+
+    Shapes: ``returns [D, N]`` (NaN missing), ``valid [D, N]``, ``sector_id [D, N]`` (< 0 unknown) ->
+    ``[D, N]`` float64, NaN where ``returns`` is NaN.
+    """
+    if how not in RESIDUALS:
+        raise InputError(f"model.graph.residual must be one of {list(RESIDUALS)}, got {how!r}")
+    if how == "none":
+        return returns
+    r = returns
+    obs = valid & np.isfinite(r)  # [D, N] stocks that define the day's means
+    market = np.where(obs, r, 0.0).sum(1, keepdims=True) / np.maximum(obs.sum(1, keepdims=True), 1)  # [D, 1]
+    out = r - market
+    if how == "market":
+        return out
+    n_groups = int(sector_id.max()) + 2 if sector_id.size else 1
+    for d in range(r.shape[0]):  # one bincount per day: [D] loop over vectorised [N] work
+        g = np.where(obs[d] & (sector_id[d] >= 0), sector_id[d] + 1, 0)  # group 0: unlabelled / missing
+        total = np.bincount(g, weights=np.where(obs[d], r[d], 0.0), minlength=n_groups)
+        count = np.bincount(g, minlength=n_groups)
+        own = np.isfinite(r[d]) & (g > 0) & (count[g] > 1)  # sectors of one keep the market residual
+        out[d, own] = r[d, own] - (total[g] / np.maximum(count[g], 1))[own]
+    return out
+
+
 class DayGraphBuilder:
     """Return-correlation kNN graph of each day, cached per date.
 
@@ -63,19 +97,22 @@ class DayGraphBuilder:
         k: neighbours per stock (default 10).
         min_periods: observations a stock needs in the window (default max(2, W // 2)).
         cache_days: days kept in the LRU cache (default 1024; ~0.3 MB per 4,000-stock day).
+        residual: ``none`` | ``market`` | ``sector``: correlate returns net of that day's market or
+            sector mean (``residual_returns``).
 
     Shapes: ``graph`` returns ``edge_index [2, E]`` long into 0..len(stock_idx)-1 and
     ``edge_attr [E, 3]`` float32.
     """
 
     def __init__(self, returns, valid, sector_id=None, market_id=None, window: int = 60, k: int = 10,
-                 min_periods: int | None = None, cache_days: int = 1024):
+                 min_periods: int | None = None, cache_days: int = 1024, residual: str = "none"):
         self.returns = _as_numpy(returns, np.float64)  # [D, N]
         self.valid = _as_numpy(valid, bool)  # [D, N]
         if self.returns.ndim != 2 or self.returns.shape != self.valid.shape:
             raise ValueError(f"returns {self.returns.shape} and valid {self.valid.shape} must both be [D, N]")
         self.sector_id = self._ids(sector_id, "sector_id")  # [D, N]
         self.market_id = self._ids(market_id, "market_id")  # [D, N]
+        self.returns = residual_returns(self.returns, self.valid, self.sector_id, residual)  # [D, N]
         if window < 2 or k < 1:
             raise InputError(f"model.graph.window must be >= 2 and model.graph.k >= 1, got {window}, {k}")
         self.window, self.k = window, k

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from atft.config import cfg_get
 from atft.data.panel import Panel, load_panel
 from atft.training.sampler import DayBatchSampler
 from atft.training.targets import cross_sectional_targets
@@ -130,7 +131,8 @@ def build_graph_builder(panel: Panel, model_cfg):
     # the panel would rebuild a correlation matrix and top-k inside the training step on most misses
     return DayGraphBuilder(panel.returns, valid, panel.sector_id, panel.market_id,
                            window=int(model_cfg.graph.window), k=int(model_cfg.graph.k),
-                           cache_days=max(1024, len(panel.dates)))
+                           cache_days=max(1024, len(panel.dates)),
+                           residual=str(cfg_get(model_cfg.graph, "residual", "none")))  # runs before the knob: none
 
 
 class PanelDataModule(pl.LightningDataModule):

@@ -45,7 +45,8 @@ from atft.checkpoint_io import check_resume, load_checkpoint
 from atft.config import save_config
 from atft.data.panel import Panel, load_panel
 from atft.errors import RunError
-from atft.evaluation.metrics import evaluate_predictions, lag_label
+from atft.evaluation.hac import hac_se
+from atft.evaluation.metrics import daily_ic, daily_rank_ic, evaluate_predictions, lag_label
 from atft.io_utils import clean_json, write_json, write_parquet
 from atft.model import LinearPath
 from atft.redaction import redact_config
@@ -156,10 +157,15 @@ def data_record(panel: Panel) -> dict:
             "scaler": panel.scaler.to_dict(panel.feature_names)}
 
 
-def _split_metrics(module, dm: PanelDataModule, split: str, cost_bps: float) -> tuple[dict, dict]:
+def _split_predictions(module, dm: PanelDataModule, split: str) -> tuple[dict, dict]:
+    """The model's predictions on ``split``: per sample (``predict_loader``) and dense ``[D, N, H]``."""
     loader = dm.loader(split, False, int(dm.cfg.train.batch.val_batch_size), shard=False)
     out = module.predict_loader(loader, complete=dm.complete_batch)
-    dense = dense_predictions(out["date_idx"], out["stock_idx"], out["pred"], out["y"], out["y_mask"])
+    return out, dense_predictions(out["date_idx"], out["stock_idx"], out["pred"], out["y"], out["y_mask"])
+
+
+def _split_metrics(module, dm: PanelDataModule, split: str, cost_bps: float) -> tuple[dict, dict]:
+    out, dense = _split_predictions(module, dm, split)
     metrics = evaluate_predictions(dense["pred"], dense["target"], dense["mask"], module.horizons, None,
                                    cost_bps, valid=dense["valid"], lag=module.eval_lag)
     return metrics, out
@@ -198,8 +204,19 @@ def warm_start_linear_path(module: ATFTLightningModule, dm: PanelDataModule) -> 
 MONITORED_METRICS = {"val/ic": "ic", "val/rank_ic": "rank_ic", "val/sharpe": "sharpe"}
 
 
+def _val_daily(module: ATFTLightningModule, dm: PanelDataModule, key: str) -> np.ndarray | None:
+    """Daily validation ``key`` (``ic`` / ``rank_ic``) of the primary horizon ``[D]`` (NaN off the split);
+    None for a monitor without a daily series."""
+    if key not in ("ic", "rank_ic"):
+        return None
+    _, dense = _split_predictions(module, dm, "val")
+    k = module.horizons.index(module.primary_horizon)
+    fn = daily_rank_ic if key == "rank_ic" else daily_ic
+    return fn(dense["pred"][..., k], dense["target"][..., k], dense["mask"][..., k])
+
+
 def initial_candidate(module: ATFTLightningModule, dm: PanelDataModule) -> dict | None:
-    """The model before training as a selection candidate: its validation score and weights.
+    """The model before training as a selection candidate: its validation score, daily series and weights.
 
     ``train.checkpoint.include_init`` (default true) with a monitor of ``MONITORED_METRICS``; None otherwise.
     With the ridge warm start this is the linear model, so the selected model is never worse than it
@@ -212,7 +229,8 @@ def initial_candidate(module: ATFTLightningModule, dm: PanelDataModule) -> dict 
     metrics, _ = _split_metrics(module, dm, "val", float(module.cfg.train.eval.cost_bps))
     score = float(metrics[f"{module.primary_horizon}d"][key])
     log.info("Initial model (before training): val %s %.4f", ck.monitor, score)
-    return {"score": score, "state": {k: v.detach().clone() for k, v in module.state_dict().items()}}
+    return {"score": score, "state": {k: v.detach().clone() for k, v in module.state_dict().items()},
+            "daily": _val_daily(module, dm, key), "key": key}
 
 
 def _prefer_initial(init: dict | None, best_score, mode: str) -> bool:
@@ -223,23 +241,58 @@ def _prefer_initial(init: dict | None, best_score, mode: str) -> bool:
     return init["score"] > float(best_score) if mode == "max" else init["score"] < float(best_score)
 
 
+def margin_over_initial(best_daily: np.ndarray, init_daily: np.ndarray, horizon: int) -> tuple[float, float]:
+    """Paired daily difference best − initial on validation: ``(mean, HAC SE)`` over the days both score."""
+    diff = np.asarray(best_daily, np.float64) - np.asarray(init_daily, np.float64)  # [D]
+    diff = diff[np.isfinite(diff)]
+    if len(diff) < 3:
+        return float(np.mean(diff)) if len(diff) else float("nan"), float("nan")
+    return float(diff.mean()), float(hac_se(diff, horizon))
+
+
+def _keep_initial_by_margin(module, dm, init: dict | None, margin_se: float) -> dict | None:
+    """``{"diff", "se"}`` when the best epoch (loaded in ``module``) beats the initial model on validation
+    by no more than ``margin_se`` paired HAC SE (then the initial model is kept); None otherwise."""
+    if init is None or margin_se <= 0 or init.get("daily") is None:
+        return None
+    best_daily = _val_daily(module, dm, init["key"])
+    diff, se = margin_over_initial(best_daily, init["daily"], module.primary_horizon)
+    if not np.isfinite(se) or diff > margin_se * se:
+        return None
+    return {"diff": diff, "se": se}
+
+
 def selected_path(checkpoint: ModelCheckpoint) -> str:
     """The best checkpoint, else ``last.ckpt`` beside it (no epoch had a finite monitor value)."""
     last = Path(checkpoint.dirpath) / "last.ckpt"
     return checkpoint.best_model_path or (str(last) if last.is_file() else "")
 
 
-def select_model(module, checkpoint: ModelCheckpoint, init: dict | None) -> dict:
-    """Load the selected weights into ``module``: the best epoch, or the initial model where it scored
-    better on validation (then written to ``best.ckpt`` too, so evaluate/predict use the same model)."""
+def select_model(module, dm: PanelDataModule, checkpoint: ModelCheckpoint, init: dict | None) -> dict:
+    """Load the selected weights into ``module``: the best epoch, or the initial model (then written to
+    ``best.ckpt`` too, so evaluate/predict use the same model) where it scored better on validation or the
+    best epoch beats it by no more than ``train.checkpoint.init_margin_se`` paired HAC SE of the daily
+    validation difference (a one-standard-error rule: the simpler model stays unless training is
+    measurably better; the maximum of a dozen noisy epoch scores is biased upwards)."""
     best = selected_path(checkpoint)
     ckpt = load_checkpoint(best, map_location=module.device) if best and Path(best).is_file() else None
     chosen = {"selected": f"epoch {int(ckpt['epoch']) + 1}" if ckpt else "last weights",
               "best_score": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None}
-    if _prefer_initial(init, checkpoint.best_model_score, str(checkpoint.mode)):
+    margin_se = float(module.cfg.train.checkpoint.get("init_margin_se") or 0.0)
+    keep_init, tie = _prefer_initial(init, checkpoint.best_model_score, str(checkpoint.mode)), None
+    if not keep_init and ckpt is not None and init is not None:
+        module.load_state_dict(ckpt["state_dict"])
+        tie = _keep_initial_by_margin(module, dm, init, margin_se)
+        keep_init = tie is not None
+    if keep_init:
         module.load_state_dict(init["state"])
-        chosen = {"selected": "initial model (before training)", "best_score": init["score"]}
-        log.info("Selected the initial model: val %s %.4f beats every epoch", checkpoint.monitor, init["score"])
+        chosen = {"selected": "initial model (before training)", "best_score": init["score"],
+                  **({"margin": tie} if tie else {})}
+        if tie is None:
+            log.info("Selected the initial model: val %s %.4f beats every epoch", checkpoint.monitor, init["score"])
+        else:
+            log.info("Selected the initial model: the best epoch's val %s is above it by %.4f, within %.1f "
+                     "paired HAC SE (%.4f)", checkpoint.monitor, tie["diff"], margin_se, tie["se"])
         if ckpt is not None:
             ckpt["state_dict"] = init["state"]
             AtomicCheckpointIO().save_checkpoint(ckpt, Path(checkpoint.dirpath) / "best.ckpt")
@@ -255,7 +308,7 @@ def evaluate_best(module, dm: PanelDataModule, checkpoint: ModelCheckpoint, run_
 
     With ``score_test=False`` (hyper-parameter search) only validation is scored: ``"test"`` is None.
     """
-    chosen = select_model(module, checkpoint, init)
+    chosen = select_model(module, dm, checkpoint, init)
     best = selected_path(checkpoint)
     cost = float(module.cfg.train.eval.cost_bps)
     val_metrics, _ = _split_metrics(module, dm, "val", cost)
