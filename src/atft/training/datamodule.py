@@ -117,6 +117,12 @@ class DayBatchDataset(Dataset):
         return batch
 
 
+def _min_periods(graph_cfg) -> int | None:
+    """``model.graph.min_periods`` capped at the window (null: the builder's default, W // 2)."""
+    value = cfg_get(graph_cfg, "min_periods")
+    return None if value is None else min(int(value), int(graph_cfg.window))
+
+
 def build_graph_builder(panel: Panel, model_cfg):
     """The day-graph builder of the panel, or None when the GAT is off or no returns exist."""
     if not model_cfg.gat.enabled:
@@ -131,6 +137,7 @@ def build_graph_builder(panel: Panel, model_cfg):
     # the panel would rebuild a correlation matrix and top-k inside the training step on most misses
     return DayGraphBuilder(panel.returns, valid, panel.sector_id, panel.market_id,
                            window=int(model_cfg.graph.window), k=int(model_cfg.graph.k),
+                           min_periods=_min_periods(model_cfg.graph),
                            cache_days=max(1024, len(panel.dates)),
                            residual=str(cfg_get(model_cfg.graph, "residual", "none")))  # runs before the knob: none
 
