@@ -63,7 +63,7 @@ def detect_splits(
     dist = {label: (log_move - math.log(f)).abs() for label, f in factors.items()}
     best = pl.min_horizontal(*dist.values())
     label = pl.coalesce([pl.when(d == best).then(pl.lit(lab)) for lab, d in dist.items()])
-    cand = df.select(
+    moves = df.select(
         "Code",
         "Date",
         label.alias("ratio"),
@@ -71,8 +71,11 @@ def detect_splits(
         (pl.col("Close") / prev - 1).alias("raw_return"),
         (pl.col("Open") / prev - 1).alias("open_gap"),
         log_gap.alias("log_gap"),
-        (pl.col("Volume") / usual.over("Code")).alias("volume_ratio"),
     ).filter(pl.col("raw_return").abs() > threshold)
+    # the volume evidence needs a rolling median: computed on the stocks with a large move only
+    moved = df.filter(pl.col("Code").is_in(moves["Code"].unique().implode()))
+    ratios = moved.select("Code", "Date", (pl.col("Volume") / usual.over("Code")).alias("volume_ratio"))
+    cand = moves.join(ratios, on=["Code", "Date"], how="left", maintain_order="left")
     factor = pl.col("ratio").replace_strict(factors, return_dtype=pl.Float64)
     cand = cand.with_columns(factor.alias("factor"), (1 / factor).alias("expected_volume_ratio")).filter(
         (pl.col("dist") <= tolerance) & ((pl.col("log_gap") - pl.col("factor").log()).abs() <= tolerance)
@@ -129,6 +132,8 @@ def adjust_prices(df: pl.DataFrame, build_cfg) -> tuple[pl.DataFrame, pl.DataFra
         float(build_cfg.split_volume_tolerance),
         int(build_cfg.split_volume_window),
     )
+    if events.height == 0:  # nothing to divide by: the prices as they are (x / 1 == x)
+        return df, events, refused, "detected splits (forward-adjusted)"
     marked = df.join(events.select("Code", "Date", pl.col("factor").alias("_split")), on=["Code", "Date"],
                      how="left").sort("Code", "Date")
     return forward_adjust(marked, "_split").drop("_split"), events, refused, "detected splits (forward-adjusted)"

@@ -1,10 +1,11 @@
 """``atft dataset build``: raw panel -> adjusted prices -> features + targets -> parquet, meta, quality.
 
 Pipeline: load the source, validate it (``io.validate_panel``), adjust for splits
-(``adjustment.adjust_prices``), compute features (``features.compute_features``) and targets
-(``targets.add_targets``) on the adjusted panel, normalise per-stock features per date across stocks
-(``cross_section.cs_normalize``), cast features and targets to float32 and write everything
-atomically (temp file, then rename): nothing is written when any step fails.
+(``adjustment.adjust_prices``), compute features (``features``, ``cross_section``) and targets
+(``targets``) on the adjusted panel, normalise per-stock features per date across stocks, cast features
+and targets to float32 (``pipeline.assemble``: one feature group at a time, the numbers of
+``compute_features`` + ``add_targets`` + ``cs_normalize``) and write everything atomically (temp
+file, then rename): nothing is written when any step fails.
 """
 
 from __future__ import annotations
@@ -18,12 +19,11 @@ import polars as pl
 from omegaconf import OmegaConf
 
 from atft.data.adjustment import adjust_prices, unexplained_jumps
-from atft.data.cross_section import cs_normalize
-from atft.data.features import compute_features
 from atft.data.io import validate_panel
+from atft.data.pipeline import assemble
 from atft.data.quality import quality_report
 from atft.data.sources import load_source
-from atft.data.targets import add_targets, target_names
+from atft.data.targets import target_names
 
 MARKET_WIDE_GROUPS = ("market",)
 
@@ -44,21 +44,15 @@ def dataset_frame(
     threshold = float(build_cfg.split_jump_threshold)
     jumps = unexplained_jumps(adjusted, threshold, events.head(0))
     turnover = pl.col("TurnoverValue") if "TurnoverValue" in adjusted.columns else pl.lit(None, pl.Float64)
-    lf = adjusted.lazy().with_columns(
+    base = adjusted.lazy().with_columns(
         pl.coalesce(turnover, pl.col("Close") * pl.col("Volume")).alias("DollarVolume"),
         # no label stays null: a shared "Unknown" group would gather exactly the stocks that later leave
         *[(pl.col(c) if c in adjusted.columns else pl.lit(None)).cast(pl.Utf8).alias(c) for c in ("Sector", "Market")],
-    )
-    lf, groups = compute_features(lf, jump_clip=threshold)
-    lf = add_targets(lf, horizons)
-    per_stock = [f for g, names in groups.items() if g not in MARKET_WIDE_GROUPS for f in names]
-    if normalize:
-        lf = cs_normalize(lf, per_stock, float(build_cfg.winsorize_sigma), str(build_cfg.get("cs_method", "zscore")))
-    features = [f for names in groups.values() for f in names]
-    targets = target_names(horizons)
-    out = lf.select(
-        "Code", "Date", "Sector", "Market", *[pl.col(c).cast(pl.Float32) for c in features + targets]
     ).sort("Code", "Date").collect()
+    del adjusted
+    method_cs = str(build_cfg.get("cs_method", "zscore")) if normalize else None
+    out, groups = assemble(base, threshold, horizons, method_cs, float(build_cfg.winsorize_sigma))
+    targets = target_names(horizons)
     details = {"adjustment": method, "split_events": events, "split_refused": refused, "large_moves": jumps,
                "targets": targets, "null_volume_rows": int(raw["Volume"].null_count())}
     return out, groups, details

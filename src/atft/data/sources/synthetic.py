@@ -287,15 +287,16 @@ def synthetic_market(stocks: int, days: int, seed: int, horizons: list[int], par
     lr, _, var = _simulate(rng, stocks, days, s, p, states)
     prices = _ohlcv(rng, lr, var, p["volume_jump"] * states)
     oracle = _oracle(lr, var, s, p, states, horizons)
-    codes = np.array([f"S{i:04d}" for i in range(stocks)])
     dates = _business_days(days)
-    key = {"Code": np.repeat(codes, days), "Date": np.tile(dates, stocks)}  # (Code, Date) order
-    flat = {k: v.T.ravel() for k, v in prices.items()}                     # [D, N] -> [N * D]
-    static = {"Sector": np.repeat([f"Sector{x:02d}" for x in s["sector"]], days),
-              "Market": np.repeat(s["market"], days)}
-    raw = pl.DataFrame({**key, **flat, **static}).with_columns(pl.col("Date").cast(pl.Date))
+    stock = pl.Series(np.repeat(np.arange(stocks), days))  # (Code, Date) order: row -> its stock
+    per_stock = {"Code": [f"S{i:04d}" for i in range(stocks)], "Sector": [f"Sector{x:02d}" for x in s["sector"]],
+                 "Market": list(s["market"])}
+    strings = {k: pl.Series(k, v, pl.Utf8).gather(stock) for k, v in per_stock.items()}  # [N * D] each
+    key = [strings["Code"], pl.Series("Date", np.tile(dates, stocks)).cast(pl.Date)]
+    flat = [pl.Series(k, prices.pop(k).T.ravel()) for k in list(prices)]          # [D, N] -> [N * D]
+    raw = pl.DataFrame([*key, *flat, strings["Sector"], strings["Market"]])
     columns = [f"oracle_{h}d" for h in horizons] + [f"oracle_{c}_{h}d" for h in horizons for c in active_components(p)]
-    oracle_df = pl.DataFrame({**key, **{c: oracle[c].T.ravel() for c in columns}}).with_columns(pl.col("Date").cast(pl.Date))
+    oracle_df = pl.DataFrame([*key, *[pl.Series(c, oracle.pop(c).T.ravel()) for c in columns]])
     info = {"name": "synthetic", "stocks": stocks, "days": days, "seed": seed, "params": p,
             "components": active_components(p), "regime_change": str(dates[min(int(p["regime_at"] * days), days - 1)]),
             "sectors": s["n_sectors"], "hidden_clusters": s["n_clusters"], "leaders": int(s["leader"].sum())}
