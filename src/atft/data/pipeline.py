@@ -52,6 +52,12 @@ def panel_keys(frame: pl.DataFrame) -> PanelKeys:
     return PanelKeys(day, code, (int(day.max()) + 1, int(code.max()) + 1))
 
 
+def with_stock_index(frame: pl.DataFrame, keys: PanelKeys) -> pl.DataFrame:
+    """``Code`` replaced by the stock's position, flagged sorted: the same ``over("Code")`` partition,
+    without hashing strings in every window expression (2-3x faster)."""
+    return frame.with_columns(pl.Series("Code", keys.code).set_sorted())
+
+
 class Normaliser:
     """Per-date cross-sectional normalisation of one raw feature column (``cs_normalize``'s numbers).
 
@@ -75,11 +81,20 @@ class Normaliser:
         return pl.Series(values.name, z.astype(np.float32), nan_to_null=True)
 
 
+def finite_columns(lf: pl.LazyFrame, exprs: dict[str, pl.Expr], keep: tuple[str, ...] = ()) -> pl.LazyFrame:
+    """``finite(expr)`` for each named expression, the expression evaluated once (``finite`` inline
+    evaluates its window expression twice)."""
+    return lf.select(*keep, *[e.alias(n) for n, e in exprs.items()]).select(
+        *keep, *[finite(pl.col(n)).alias(n) for n in exprs])
+
+
 def _per_stock(lf: pl.LazyFrame, group: str) -> pl.DataFrame:
     """Raw float64 columns of one per-stock group (``compute_features``'s expressions)."""
-    frame = lf.select("Code", *[finite(e).alias(n) for n, e in PER_STOCK_GROUPS[group]().items()])
+    frame = finite_columns(lf, PER_STOCK_GROUPS[group](), ("Code",))
     if group == "oscillators":  # the signal line is an EMA of the finished macd column
-        frame = frame.with_columns(*[finite(e).alias(n) for n, e in macd_signal_features().items()])
+        signal = macd_signal_features()
+        frame = frame.with_columns(*[e.alias(n) for n, e in signal.items()])
+        frame = frame.with_columns(*[finite(pl.col(n)).alias(n) for n in signal])
     return frame.drop("Code").collect()
 
 
@@ -100,7 +115,8 @@ def assemble(base: pl.DataFrame, jump_clip: float, horizons: list[int], cs_metho
     """
     keys = panel_keys(base)
     cs = Normaliser(keys, sigma, cs_method) if cs_method is not None else None
-    base = base.with_columns(daily_inputs(jump_clip))
+    codes = base["Code"]
+    base = with_stock_index(base, keys).with_columns(daily_inputs(jump_clip))
     lf = base.lazy()
     out: dict[str, pl.Series] = {}
     raw: dict[str, pl.Series] = {}
@@ -127,6 +143,6 @@ def assemble(base: pl.DataFrame, jump_clip: float, horizons: list[int], cs_metho
     targets = target_arrays(keys.code, keys.day, base["Close"].to_numpy(), horizons)
     for name in target_names(horizons):
         out[name] = pl.Series(name, targets.pop(name).astype(np.float32), nan_to_null=True)
-    columns = [base[c] for c in ("Code", "Date", "Sector", "Market")]
+    columns = [codes, *[base[c] for c in ("Date", "Sector", "Market")]]
     return pl.DataFrame(columns + [out[n] for names in groups.values() for n in names] +
                         [out[n] for n in target_names(horizons)]), groups
