@@ -80,3 +80,19 @@ def test_raw_features_match_one_plan_reference(gappy_raw):
     cfg = _cfg("data.build.horizons=[1,5]")
     got, _, _ = dataset_frame(gappy_raw, cfg, normalize=False)
     _assert_same(got, reference_frame(gappy_raw, cfg, normalize=False))
+
+
+def test_window_without_down_move_has_zero_downside_vol():
+    # 30 days of falls, then 40 days of rises: from day 50 on, the 20-day window holds no down move; the
+    # rolling mean of squares rounds to -1e-18 there on this path (its square root was NaN -> null)
+    ret = np.concatenate([-np.abs(np.random.default_rng(6).normal(0, 0.1, 30)), np.full(40, 0.01)])
+    close = 100 * np.cumprod(1 + ret)
+    raw = pl.DataFrame({
+        "Code": "B", "Date": pl.date_range(pl.date(2020, 1, 1), pl.date(2020, 3, 10), "1d", eager=True),
+        "Close": close, "Open": close, "High": close * 1.01, "Low": close * 0.99, "Volume": 1e6,
+        "Sector": "S", "Market": "M",
+    })
+    got, _, _ = dataset_frame(validate_panel(raw, "t")[0], _cfg("data.build.detect_splits=false"), normalize=False)
+    vol = got["downside_vol_20d"]
+    assert vol[:19].is_null().all() and vol[19:].is_not_null().all()  # the first row counts as no move
+    assert (vol[50:] == 0).all()

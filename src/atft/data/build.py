@@ -64,6 +64,14 @@ def _atomic_write(path: Path, write) -> Path:
     return tmp
 
 
+def _oracle_rows(panel: pl.DataFrame, oracle: pl.DataFrame) -> pl.DataFrame:
+    """The oracle on the dataset's rows (``panel``'s, sorted by ``Code, Date``); no join when aligned."""
+    keys = panel.select("Code", "Date")
+    if oracle.height == keys.height and oracle.select("Code", "Date").equals(keys):
+        return oracle
+    return keys.join(oracle, on=["Code", "Date"], how="left").sort("Code", "Date")
+
+
 def _meta(data: pl.DataFrame, groups, details, source_info, build_cfg) -> dict:
     return {
         "features": [f for names in groups.values() for f in names],
@@ -99,21 +107,25 @@ def build_dataset(cfg) -> dict:
     build_cfg = cfg.data.build
     raw, source_info, oracle = load_source(build_cfg)
     raw, dropped = validate_panel(raw, str(source_info.get("path", source_info["name"])))
-    data, groups, details = dataset_frame(raw, build_cfg)
     out = Path(str(build_cfg.out))
-    report = quality_report(data, groups, details, dropped,
-                            {"out": str(out), "source": source_info, "adjustment": details["adjustment"]})
-    report["build_seconds"] = round(time.perf_counter() - start, 2)
-    meta = _meta(data, groups, details, source_info, build_cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
-    files = {out: lambda p: data.write_parquet(p, compression="zstd")}
-    files[Path(f"{out}.meta.json")] = lambda p: p.write_text(json.dumps(meta, indent=2, default=str))
-    files[Path(f"{out}.quality.json")] = lambda p: p.write_text(json.dumps(report, indent=2, default=str))
-    if oracle is not None:
-        keyed = data.select("Code", "Date").join(oracle, on=["Code", "Date"], how="left").sort("Code", "Date")
-        files[Path(f"{out}.oracle.parquet")] = lambda p: keyed.write_parquet(p, compression="zstd")
-    tmps = {}
+    tmps: dict[Path, Path] = {}
     try:
+        if oracle is not None:  # written first: its frame is freed before the features are computed
+            keyed = _oracle_rows(raw, oracle)
+            del oracle
+            path = Path(f"{out}.oracle.parquet")
+            tmps[path] = _atomic_write(path, lambda p: keyed.write_parquet(p, compression="zstd"))
+            del keyed
+        data, groups, details = dataset_frame(raw, build_cfg)
+        del raw
+        report = quality_report(data, groups, details, dropped,
+                                {"out": str(out), "source": source_info, "adjustment": details["adjustment"]})
+        report["build_seconds"] = round(time.perf_counter() - start, 2)
+        meta = _meta(data, groups, details, source_info, build_cfg)
+        files = {out: lambda p: data.write_parquet(p, compression="zstd")}
+        files[Path(f"{out}.meta.json")] = lambda p: p.write_text(json.dumps(meta, indent=2, default=str))
+        files[Path(f"{out}.quality.json")] = lambda p: p.write_text(json.dumps(report, indent=2, default=str))
         for path, write in files.items():
             tmps[path] = _atomic_write(path, write)
     except BaseException:
