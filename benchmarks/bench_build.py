@@ -99,9 +99,9 @@ def ours_features(raw):
     return {n: frame[n].to_numpy() for n in FEATURES}
 
 
-def compare(stocks: int, days: int) -> dict:
+def compare(stocks: int, days: int, src: str = SRC) -> dict:
     """Time pandas and ours on the same synthetic raw panel; check they agree; the ratio."""
-    sys.path.insert(0, SRC)
+    sys.path.insert(0, src)
     from atft.data.sources.synthetic import synthetic_market
 
     raw = synthetic_market(stocks, days, 0, [1])[0].sort("Code", "Date")
@@ -156,7 +156,7 @@ def main() -> None:
             result["before"] = [build(stocks, days, os.path.join(tmp, "before.parquet"), args.before_src)]
         result["build"] = build(stocks, days, args.keep or os.path.join(tmp, "data.parquet"), args.src)
     print(json.dumps(result["build"]), flush=True)
-    result["compare"] = compare(stocks, days)
+    result["compare"] = compare(stocks, days, args.src)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out + ".tmp", "w") as fh:
         json.dump(result, fh, indent=2)
