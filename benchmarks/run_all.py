@@ -66,7 +66,11 @@ def main() -> None:
     quick = ["--quick"] if args.quick else []
     steps = [run("bench_train_step.py", *quick, thp=v, tag=f"_thp{v}") for v in ("0", "1")]
     vsn = run("bench_vsn.py", *(["--hidden", "64"] if args.quick else []), thp="1")
-    text = table(steps, vsn)
+    build = run("bench_build.py", *quick)  # 5M-row dataset build + pandas comparison (--quick: 150k rows)
+    sys.path.insert(0, HERE)
+    from bench_build import render as render_build
+
+    text = table(steps, vsn) + "\n" + render_build(build)
     path = os.path.join(RESULTS, "latest.md")
     with open(path + ".tmp", "w") as fh:
         fh.write(text)

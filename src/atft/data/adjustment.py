@@ -56,14 +56,16 @@ def detect_splits(
         volume_ratio, expected_volume_ratio`` - one row per event / refused candidate.
     """
     factors = {label: parse_split_ratio(label) for label in ratios}
-    prev = pl.col("Close").shift(1).over("Code")
+    prev = pl.col("_prev")
     log_move = (pl.col("Close") / prev).log()
     log_gap = (pl.col("Open") / prev).log()
     usual = pl.col("Volume").shift(1).rolling_median(volume_window, min_samples=max(1, volume_window // 4))
     dist = {label: (log_move - math.log(f)).abs() for label, f in factors.items()}
     best = pl.min_horizontal(*dist.values())
     label = pl.coalesce([pl.when(d == best).then(pl.lit(lab)) for lab, d in dist.items()])
-    cand = df.select(
+    # rows with a large move first: the ratio matching below then runs on those few rows only
+    moves = df.select("Code", "Date", "Open", "Close", pl.col("Close").shift(1).over("Code").alias("_prev"))
+    moves = moves.filter((pl.col("Close") / prev - 1).abs() > threshold).select(
         "Code",
         "Date",
         label.alias("ratio"),
@@ -71,8 +73,11 @@ def detect_splits(
         (pl.col("Close") / prev - 1).alias("raw_return"),
         (pl.col("Open") / prev - 1).alias("open_gap"),
         log_gap.alias("log_gap"),
-        (pl.col("Volume") / usual.over("Code")).alias("volume_ratio"),
-    ).filter(pl.col("raw_return").abs() > threshold)
+    )
+    # the volume evidence needs a rolling median: computed on the stocks with a large move only
+    moved = df.filter(pl.col("Code").is_in(moves["Code"].unique().implode()))
+    ratios = moved.select("Code", "Date", (pl.col("Volume") / usual.over("Code")).alias("volume_ratio"))
+    cand = moves.join(ratios, on=["Code", "Date"], how="left", maintain_order="left")
     factor = pl.col("ratio").replace_strict(factors, return_dtype=pl.Float64)
     cand = cand.with_columns(factor.alias("factor"), (1 / factor).alias("expected_volume_ratio")).filter(
         (pl.col("dist") <= tolerance) & ((pl.col("log_gap") - pl.col("factor").log()).abs() <= tolerance)
@@ -129,6 +134,8 @@ def adjust_prices(df: pl.DataFrame, build_cfg) -> tuple[pl.DataFrame, pl.DataFra
         float(build_cfg.split_volume_tolerance),
         int(build_cfg.split_volume_window),
     )
+    if events.height == 0:  # nothing to divide by: the prices as they are (x / 1 == x)
+        return df, events, refused, "detected splits (forward-adjusted)"
     marked = df.join(events.select("Code", "Date", pl.col("factor").alias("_split")), on=["Code", "Date"],
                      how="left").sort("Code", "Date")
     return forward_adjust(marked, "_split").drop("_split"), events, refused, "detected splits (forward-adjusted)"

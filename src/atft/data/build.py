@@ -1,10 +1,11 @@
 """``atft dataset build``: raw panel -> adjusted prices -> features + targets -> parquet, meta, quality.
 
 Pipeline: load the source, validate it (``io.validate_panel``), adjust for splits
-(``adjustment.adjust_prices``), compute features (``features.compute_features``) and targets
-(``targets.add_targets``) on the adjusted panel, normalise per-stock features per date across stocks
-(``cross_section.cs_normalize``), cast features and targets to float32 and write everything
-atomically (temp file, then rename): nothing is written when any step fails.
+(``adjustment.adjust_prices``), compute features (``features``, ``cross_section``) and targets
+(``targets``) on the adjusted panel, normalise per-stock features per date across stocks, cast features
+and targets to float32 (``pipeline.assemble``: one feature group at a time, the numbers of
+``compute_features`` + ``add_targets`` + ``cs_normalize``) and write everything atomically (temp
+file, then rename): nothing is written when any step fails.
 """
 
 from __future__ import annotations
@@ -18,12 +19,11 @@ import polars as pl
 from omegaconf import OmegaConf
 
 from atft.data.adjustment import adjust_prices, unexplained_jumps
-from atft.data.cross_section import cs_normalize
-from atft.data.features import compute_features
 from atft.data.io import validate_panel
+from atft.data.pipeline import assemble
 from atft.data.quality import quality_report
 from atft.data.sources import load_source
-from atft.data.targets import add_targets, target_names
+from atft.data.targets import target_names
 
 MARKET_WIDE_GROUPS = ("market",)
 
@@ -44,21 +44,15 @@ def dataset_frame(
     threshold = float(build_cfg.split_jump_threshold)
     jumps = unexplained_jumps(adjusted, threshold, events.head(0))
     turnover = pl.col("TurnoverValue") if "TurnoverValue" in adjusted.columns else pl.lit(None, pl.Float64)
-    lf = adjusted.lazy().with_columns(
+    base = adjusted.lazy().with_columns(
         pl.coalesce(turnover, pl.col("Close") * pl.col("Volume")).alias("DollarVolume"),
         # no label stays null: a shared "Unknown" group would gather exactly the stocks that later leave
         *[(pl.col(c) if c in adjusted.columns else pl.lit(None)).cast(pl.Utf8).alias(c) for c in ("Sector", "Market")],
-    )
-    lf, groups = compute_features(lf, jump_clip=threshold)
-    lf = add_targets(lf, horizons)
-    per_stock = [f for g, names in groups.items() if g not in MARKET_WIDE_GROUPS for f in names]
-    if normalize:
-        lf = cs_normalize(lf, per_stock, float(build_cfg.winsorize_sigma), str(build_cfg.get("cs_method", "zscore")))
-    features = [f for names in groups.values() for f in names]
-    targets = target_names(horizons)
-    out = lf.select(
-        "Code", "Date", "Sector", "Market", *[pl.col(c).cast(pl.Float32) for c in features + targets]
     ).sort("Code", "Date").collect()
+    del adjusted
+    method_cs = str(build_cfg.get("cs_method", "zscore")) if normalize else None
+    out, groups = assemble(base, threshold, horizons, method_cs, float(build_cfg.winsorize_sigma))
+    targets = target_names(horizons)
     details = {"adjustment": method, "split_events": events, "split_refused": refused, "large_moves": jumps,
                "targets": targets, "null_volume_rows": int(raw["Volume"].null_count())}
     return out, groups, details
@@ -68,6 +62,14 @@ def _atomic_write(path: Path, write) -> Path:
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
     return tmp
+
+
+def _oracle_rows(panel: pl.DataFrame, oracle: pl.DataFrame) -> pl.DataFrame:
+    """The oracle on the dataset's rows (``panel``'s, sorted by ``Code, Date``); no join when aligned."""
+    keys = panel.select("Code", "Date")
+    if oracle.height == keys.height and oracle.select("Code", "Date").equals(keys):
+        return oracle
+    return keys.join(oracle, on=["Code", "Date"], how="left").sort("Code", "Date")
 
 
 def _meta(data: pl.DataFrame, groups, details, source_info, build_cfg) -> dict:
@@ -105,21 +107,25 @@ def build_dataset(cfg) -> dict:
     build_cfg = cfg.data.build
     raw, source_info, oracle = load_source(build_cfg)
     raw, dropped = validate_panel(raw, str(source_info.get("path", source_info["name"])))
-    data, groups, details = dataset_frame(raw, build_cfg)
     out = Path(str(build_cfg.out))
-    report = quality_report(data, groups, details, dropped,
-                            {"out": str(out), "source": source_info, "adjustment": details["adjustment"]})
-    report["build_seconds"] = round(time.perf_counter() - start, 2)
-    meta = _meta(data, groups, details, source_info, build_cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
-    files = {out: lambda p: data.write_parquet(p, compression="zstd")}
-    files[Path(f"{out}.meta.json")] = lambda p: p.write_text(json.dumps(meta, indent=2, default=str))
-    files[Path(f"{out}.quality.json")] = lambda p: p.write_text(json.dumps(report, indent=2, default=str))
-    if oracle is not None:
-        keyed = data.select("Code", "Date").join(oracle, on=["Code", "Date"], how="left").sort("Code", "Date")
-        files[Path(f"{out}.oracle.parquet")] = lambda p: keyed.write_parquet(p, compression="zstd")
-    tmps = {}
+    tmps: dict[Path, Path] = {}
     try:
+        if oracle is not None:  # written first: its frame is freed before the features are computed
+            keyed = _oracle_rows(raw, oracle)
+            del oracle
+            path = Path(f"{out}.oracle.parquet")
+            tmps[path] = _atomic_write(path, lambda p: keyed.write_parquet(p, compression="zstd"))
+            del keyed
+        data, groups, details = dataset_frame(raw, build_cfg)
+        del raw
+        report = quality_report(data, groups, details, dropped,
+                                {"out": str(out), "source": source_info, "adjustment": details["adjustment"]})
+        report["build_seconds"] = round(time.perf_counter() - start, 2)
+        meta = _meta(data, groups, details, source_info, build_cfg)
+        files = {out: lambda p: data.write_parquet(p, compression="zstd")}
+        files[Path(f"{out}.meta.json")] = lambda p: p.write_text(json.dumps(meta, indent=2, default=str))
+        files[Path(f"{out}.quality.json")] = lambda p: p.write_text(json.dumps(report, indent=2, default=str))
         for path, write in files.items():
             tmps[path] = _atomic_write(path, write)
     except BaseException:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import polars as pl
 
 ANNUAL = math.sqrt(252.0)
@@ -26,6 +27,18 @@ def market_features(lf: pl.LazyFrame) -> tuple[pl.LazyFrame, list[str]]:
     One value per date (the same for every stock), so these are kept raw; the training loader
     scales them with statistics fitted on training dates only.
     """
+    daily = market_daily(lf)
+    names = [c for c in daily.collect_schema().names() if c != "Date"]
+    out = lf.join(daily, on="Date", how="left").sort("Code", "Date")
+    return out, names
+
+
+def market_daily(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """One row per date, sorted by ``Date``: the market features of ``market_features``.
+
+    Args:
+        lf: rows with ``Date``, ``_r`` (clipped one-day return) and ``ma_gap_20d`` (raw).
+    """
     daily = lf.group_by("Date").agg(
         pl.col("_r").mean().alias("mkt_return_1d"),
         (pl.col("_r") > 0).mean().alias("mkt_breadth_1d"),
@@ -33,14 +46,11 @@ def market_features(lf: pl.LazyFrame) -> tuple[pl.LazyFrame, list[str]]:
         (pl.col("ma_gap_20d") > 0).mean().alias("mkt_breadth_ma20_1d"),
     )
     lr = pl.col("mkt_return_1d").log1p()
-    daily = daily.sort("Date").with_columns(
+    return daily.sort("Date").with_columns(
         *[(lr.rolling_sum(k, min_samples=k).exp() - 1).alias(f"mkt_return_{k}d") for k in (5, 20)],
         *[(pl.col("mkt_return_1d").rolling_std(k, min_samples=k) * ANNUAL).alias(f"mkt_vol_{k}d")
           for k in (20, 60)],
     )
-    names = [c for c in daily.collect_schema().names() if c != "Date"]
-    out = lf.join(daily, on="Date", how="left").sort("Code", "Date")
-    return out, names
 
 
 def beta_features(lf: pl.LazyFrame) -> tuple[pl.LazyFrame, list[str]]:
@@ -126,3 +136,70 @@ def cs_normalize(lf: pl.LazyFrame, columns: list[str], sigma: float = 5.0, metho
         z = pl.when(sd > 1e-12 * (1 + x.abs().max().over("Date"))).then((x - x.mean().over("Date")) / sd).otherwise(pl.when(x.is_not_null()).then(0.0))
         exprs.append(z.alias(c))
     return lf.with_columns(exprs)
+
+
+def date_grid(values: np.ndarray, day: np.ndarray, code: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Row values scattered onto the dense date x stock grid, NaN where a stock has no row or no value.
+
+    Args:
+        values: ``[rows]`` floats, NaN for missing. day, code: ``[rows]`` date / stock positions.
+        shape: ``(dates, stocks)``.
+
+    Returns:
+        ``[D, N]`` float64.
+    """
+    grid = np.full(shape, np.nan)
+    grid[day, code] = values
+    return grid
+
+
+def _row_median(x: np.ndarray, valid: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Median of the valid entries of each row (NaN for a row without any).  # [D]
+
+    Rows are partitioned in batches of equal valid count (one batch on a panel without gaps).
+    """
+    filled = np.where(valid, x, np.inf)  # invalid entries sort last
+    out = np.full(len(x), np.nan)
+    for n in np.unique(count[count > 0]):
+        rows = np.flatnonzero(count == n)
+        kth = [(n - 1) // 2, n // 2]
+        part = np.partition(filled[rows], kth, axis=1)
+        out[rows] = 0.5 * (part[:, kth[0]] + part[:, kth[1]])
+    return out
+
+
+def _row_mean_std(x: np.ndarray, valid: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sample standard deviation (ddof 1) of the valid entries of each row; NaN when undefined."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(valid, x, 0.0).sum(1) / count
+        dev = np.where(valid, x - mean[:, None], 0.0)
+        std = np.sqrt((dev * dev).sum(1) / (count - 1))
+    return mean, np.where(count > 1, std, np.nan)
+
+
+def zscore_grid(grid: np.ndarray, sigma: float, clip: bool = True) -> np.ndarray:
+    """``cs_normalize``'s per-date z-score on a ``[D, N]`` grid (NaN = missing): the same numbers, per row.
+
+    Winsorise at ``median +- sigma * 1.4826 * MAD`` (the std when the MAD is 0; no clip where that is
+    undefined) when ``clip``, then ``(x - mean) / std``; a row whose clipped values do not vary gets 0.
+
+    Returns:
+        ``[D, N]`` float64, NaN where ``grid`` is NaN.
+    """
+    valid = ~np.isnan(grid)
+    count = valid.sum(1)
+    x = grid
+    if clip:
+        med = _row_median(grid, valid, count)
+        scale = 1.4826 * _row_median(np.abs(grid - med[:, None]), valid, count)
+        with np.errstate(invalid="ignore"):
+            scale = np.where(scale > 0, scale, _row_mean_std(grid, valid, count)[1])
+            lo, hi = (med - sigma * scale)[:, None], (med + sigma * scale)[:, None]
+            x = np.where(grid < lo, lo, grid)  # a NaN bound compares False: no clip, as in polars
+            x = np.where(x > hi, hi, x)
+    mean, sd = _row_mean_std(x, valid, count)
+    top = np.where(valid, np.abs(x), 0.0).max(1)
+    with np.errstate(invalid="ignore"):
+        varies = sd > 1e-12 * (1 + top)  # the relative floor of cs_normalize
+        z = np.where(varies[:, None], (x - mean[:, None]) / np.where(varies, sd, 1.0)[:, None], 0.0)
+    return np.where(valid, z, np.nan)

@@ -84,8 +84,12 @@ def volatility_features() -> dict[str, pl.Expr]:
 
 
 def _roll_sq(name: str, k: int) -> pl.Expr:
-    """Rolling mean of the square of column ``name`` over the last ``k`` rows of the stock."""
-    return pl.col(name).pow(2).rolling_mean(k, min_samples=k).over("Code")
+    """Rolling mean of the square of column ``name`` over the last ``k`` rows of the stock, >= 0.
+
+    A window of zeros (no down move, high = low) has mean 0; the rolling sum's rounding can leave it
+    just below 0, whose square root would be NaN (a null feature), so it is clipped at 0.
+    """
+    return pl.col(name).pow(2).rolling_mean(k, min_samples=k).over("Code").clip(lower_bound=0.0)
 
 
 def moving_average_features() -> dict[str, pl.Expr]:

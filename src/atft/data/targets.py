@@ -11,6 +11,7 @@ returns, not normalised.
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 # Temporary column: dense rank of Date over the whole panel (1 = first trading day).
@@ -22,6 +23,12 @@ def target_names(horizons) -> list[str]:
     return [f"target_{int(h)}d" for h in horizons]
 
 
+def _check(horizons) -> None:
+    for h in horizons:
+        if int(h) < 1:
+            raise ValueError(f"data.build.horizons contains {h!r}: horizons must be positive integers")
+
+
 def add_targets(df: pl.LazyFrame | pl.DataFrame, horizons) -> pl.LazyFrame | pl.DataFrame:
     """Add ``target_{h}d`` for each h in ``horizons`` to a frame sorted by ``Code, Date``.
 
@@ -29,9 +36,7 @@ def add_targets(df: pl.LazyFrame | pl.DataFrame, horizons) -> pl.LazyFrame | pl.
         df: panel with ``Code, Date, Close``, one row per ``(Code, Date)``, sorted by ``Code, Date``.
         horizons: positive integers, in trading days of the panel's global date axis.
     """
-    for h in horizons:
-        if int(h) < 1:
-            raise ValueError(f"data.build.horizons contains {h!r}: horizons must be positive integers")
+    _check(horizons)
     frame = df.with_columns(pl.col("Date").rank("dense").cast(pl.Int64).alias(_DAY))
     closes = frame.select("Code", _DAY, pl.col("Close").alias(_AHEAD))
     for h, name in zip(horizons, target_names(horizons)):
@@ -40,3 +45,24 @@ def add_targets(df: pl.LazyFrame | pl.DataFrame, horizons) -> pl.LazyFrame | pl.
         frame = (frame.join(ahead, on=["Code", _DAY], how="left", maintain_order="left")
                  .with_columns((pl.col(_AHEAD) / pl.col("Close") - 1).alias(name)).drop(_AHEAD))
     return frame.drop(_DAY)
+
+
+def target_arrays(code: np.ndarray, day: np.ndarray, close: np.ndarray, horizons) -> dict[str, np.ndarray]:
+    """``add_targets``'s numbers by binary search: ``target_{h}d`` for rows sorted by ``Code, Date``.
+
+    Args:
+        code: ``[rows]`` stock position (non-decreasing). day: ``[rows]`` position of the row's date on
+            the global date axis (increasing within a stock). close: ``[rows]`` adjusted close.
+
+    Returns:
+        ``{target_{h}d: [rows] float64}``, NaN where the stock has no row ``h`` trading days ahead.
+    """
+    _check(horizons)
+    stride = int(day.max()) + max(int(h) for h in horizons) + 1
+    key = code.astype(np.int64) * stride + day                      # [rows] sorted
+    out = {}
+    for h, name in zip(horizons, target_names(horizons)):
+        want = key + int(h)
+        at = np.minimum(np.searchsorted(key, want), len(key) - 1)
+        out[name] = np.where(key[at] == want, close[at] / close - 1, np.nan)
+    return out

@@ -125,14 +125,26 @@ def _structure(rng, n: int, params: dict = PARAMS) -> dict:
     same = (cluster[:, None] == cluster[None, :]) & leader[None, :] & ~leader[:, None]
     W = same / np.maximum(same.sum(1, keepdims=True), 1) * params["lam"]
     sector = rng.integers(0, n_sectors, n)
+    members = (cluster[:, None] == np.arange(n_clusters)[None, :]) & leader[:, None]  # [N, K] leaders only
     onehot = (sector[:, None] == np.arange(n_sectors)[None, :]).astype(float)  # [N, S]
     return {
         "sector": sector, "cluster": cluster, "leader": leader, "W": W,
+        "leader_mean": members / members.sum(0, keepdims=True),  # x @ it: each cluster's leader mean [.., K]
+        "follow": np.where(leader, 0.0, params["lam"]),  # [N]
         "sector_mean": onehot / np.maximum(onehot.sum(0, keepdims=True), 1),  # lr @ it: sector means [.., S]
         "market": np.where(rng.random(n) < 0.6, "Prime", "Growth"),
         "beta": rng.normal(1.0, 0.3, n), "gamma": rng.normal(1.0, 0.2, n), "kappa": rng.uniform(0.8, 1.2, n),
         "n_sectors": n_sectors, "n_clusters": n_clusters,
     }
+
+
+def leads(x: np.ndarray, s: dict) -> np.ndarray:
+    """``x @ W.T``: lam x the mean of ``x`` over each follower's cluster leaders, 0 for leaders.  # [.., N]
+
+    Through the ``[N, K]`` leader-mean matrix (N x K work per row instead of the dense N x N product;
+    equal to it up to float rounding).
+    """
+    return (x @ s["leader_mean"])[..., s["cluster"]] * s["follow"]
 
 
 def _alpha(lag1: np.ndarray, lag2: np.ndarray, W: np.ndarray, rho: float = PRESETS["legacy"]["rho"]) -> np.ndarray:
@@ -199,7 +211,7 @@ def _simulate(rng, n: int, days: int, s: dict, p: dict, states: np.ndarray) -> t
     q, lead1, lead2 = regime_loadings(days, p), zero, zero
     for t in range(days):  # the recursion is sequential in time; each step is vectorised over stocks
         lag1 = lr[t - 1] if t >= 1 else zero
-        lead1, lead2 = (lag1 @ s["W"].T if t >= 1 else zero), lead1
+        lead1, lead2 = (leads(lag1, s) if t >= 1 else zero), lead1
         momentum = lr[max(t - 1 - REGIME_WINDOW, 0):t - 1].sum(0) if t >= 2 else zero  # lr[t-21..t-2]
         alpha[t] = alpha_parts(lag1, lead1, lead2, states[t - 1] if t else zero, momentum, q[t], s, p)[0]
         lr[t] = alpha[t] + shock[t]
@@ -221,13 +233,13 @@ def _oracle(lr: np.ndarray, var: np.ndarray, s: dict, p: dict, states: np.ndarra
     days, last = len(lr), max(horizons)
     q = regime_loadings(days, p)
     q = np.concatenate([q, np.full(last, q[-1])])  # the last regime holds past the data  # [D + h]
-    lag1, lead1 = lr, _shift(lr, -1) @ s["W"].T                          # lr[t], lr[t-1] @ W.T
+    lag1, lead1 = lr, leads(_shift(lr, -1), s)                          # lr[t], lr[t-1] @ W.T
     regime = "regime" in active_components(p)
     # momentum of return day t+k sums the days t+k-21..t+k-2 (relative days k-21..k-2)
     momentum = sum(_shift(lr, -j) for j in range(1, REGIME_WINDOW + 1)) if regime else None
     total, parts, future, out = np.zeros_like(lr), {}, {}, {}
     for k in range(1, last + 1):
-        lead1, lead2 = lag1 @ s["W"].T, lead1
+        lead1, lead2 = leads(lag1, s), lead1
         a, step = alpha_parts(lag1, lead1, lead2, states if k == 1 else None, momentum, q[k:days + k, None], s, p)
         total += a
         for name, value in step.items():
@@ -287,15 +299,16 @@ def synthetic_market(stocks: int, days: int, seed: int, horizons: list[int], par
     lr, _, var = _simulate(rng, stocks, days, s, p, states)
     prices = _ohlcv(rng, lr, var, p["volume_jump"] * states)
     oracle = _oracle(lr, var, s, p, states, horizons)
-    codes = np.array([f"S{i:04d}" for i in range(stocks)])
     dates = _business_days(days)
-    key = {"Code": np.repeat(codes, days), "Date": np.tile(dates, stocks)}  # (Code, Date) order
-    flat = {k: v.T.ravel() for k, v in prices.items()}                     # [D, N] -> [N * D]
-    static = {"Sector": np.repeat([f"Sector{x:02d}" for x in s["sector"]], days),
-              "Market": np.repeat(s["market"], days)}
-    raw = pl.DataFrame({**key, **flat, **static}).with_columns(pl.col("Date").cast(pl.Date))
+    stock = pl.Series(np.repeat(np.arange(stocks), days))  # (Code, Date) order: row -> its stock
+    per_stock = {"Code": [f"S{i:04d}" for i in range(stocks)], "Sector": [f"Sector{x:02d}" for x in s["sector"]],
+                 "Market": list(s["market"])}
+    strings = {k: pl.Series(k, v, pl.Utf8).gather(stock) for k, v in per_stock.items()}  # [N * D] each
+    key = [strings["Code"], pl.Series("Date", np.tile(dates, stocks)).cast(pl.Date)]
+    flat = [pl.Series(k, prices.pop(k).T.ravel()) for k in list(prices)]          # [D, N] -> [N * D]
+    raw = pl.DataFrame([*key, *flat, strings["Sector"], strings["Market"]])
     columns = [f"oracle_{h}d" for h in horizons] + [f"oracle_{c}_{h}d" for h in horizons for c in active_components(p)]
-    oracle_df = pl.DataFrame({**key, **{c: oracle[c].T.ravel() for c in columns}}).with_columns(pl.col("Date").cast(pl.Date))
+    oracle_df = pl.DataFrame([*key, *[pl.Series(c, oracle.pop(c).T.ravel()) for c in columns]])
     info = {"name": "synthetic", "stocks": stocks, "days": days, "seed": seed, "params": p,
             "components": active_components(p), "regime_change": str(dates[min(int(p["regime_at"] * days), days - 1)]),
             "sectors": s["n_sectors"], "hidden_clusters": s["n_clusters"], "leaders": int(s["leader"].sum())}
