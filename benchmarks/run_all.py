@@ -46,6 +46,7 @@ def table(steps: list[dict], vsn: dict) -> str:
     for thp, r in rows:
         lines.append(f"| {thp} | {r['model']} | {r['hidden']} | {r['samples_per_s']:.0f} | {r['speedup_vs_peer']:.2f}x | "
                      f"{r['peak_rss_mb']:.0f} | {r['memory_vs_peer']:.2f} | {r['loader_s']:.3f} |")
+    lines += flops_section(steps)
     lines += ["", "## Variable selection alone (forward + backward)", "",
               "| hidden | batch | peer s | ours s | speed-up | peer [B,T,F,C] bytes | ours [B,T,F,d_e] bytes |",
               "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -56,6 +57,32 @@ def table(steps: list[dict], vsn: dict) -> str:
               "memory); its loader time is its TimeSeriesDataSet loader for the same 1,024 samples, ours is the "
               "gather by index from the dense panel plus the day graph's first build."]
     return "\n".join(lines) + "\n"
+
+
+def flops_section(steps: list[dict]) -> list[str]:
+    """Parameters, FLOPs per sample and the share of the measured fp32 matmul peak beside each speed ratio,
+    and the speed-up split into (smaller model) x (better use of the machine)."""
+    peak = steps[0]["env"].get("fp32_matmul_peak_gflops")
+    if peak is None:
+        return []
+    lines = ["", "## Model size and FLOPs beside each speed ratio", "",
+             f"FLOPs: one training step (forward + backward) counted by `torch.utils.flop_counter.FlopCounterMode` "
+             f"(matmuls, convolutions, attention; element-wise work not counted), per sample. Peak: this machine's "
+             f"fp32 matmul, measured by the benchmark (2048 x 2048, best of 5, same threads): **{peak:.1f} GFLOP/s**. "
+             "speed-up = (peer FLOPs / our FLOPs per sample) x (our GFLOP/s / peer GFLOP/s).", "",
+             "| THP_MEM_ALLOC_ENABLE | model | hidden | params | MFLOP/sample | FLOPs vs peer | GFLOP/s "
+             "| share of fp32 peak | speed-up vs peer | = smaller model x | better engineering |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for s in steps:
+        thp = s["env"]["THP_MEM_ALLOC_ENABLE"]
+        for r in s["rows"]:
+            peer = next(p for p in s["rows"] if p["hidden"] == r["hidden"] and p["model"].startswith("pytorch"))
+            size = peer["gflop_per_sample"] / r["gflop_per_sample"]
+            engineering = r["gflop_per_s"] / peer["gflop_per_s"]
+            lines.append(f"| {thp} | {r['model']} | {r['hidden']} | {r['params']:,} | {r['gflop_per_sample'] * 1e3:.1f} | "
+                         f"{r['flops_vs_peer']:.2f} | {r['gflop_per_s']:.1f} | {100 * r['peak_share']:.1f}% | "
+                         f"{r['speedup_vs_peer']:.2f}x | {size:.2f}x | {engineering:.2f}x |")
+    return lines
 
 
 def main() -> None:
