@@ -83,5 +83,20 @@ def test_apply_sets_torch_threads_and_records_them_in_the_config():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
-    assert cfg.train.trainer.threads_used == {"count": 1, "source": "config train.trainer.num_threads"}
+    used = cfg.train.trainer.threads_used
+    assert (used.count, used.source) == (1, "config train.trainer.num_threads") and used.omp_wait_policy
     assert cfg.train.trainer.num_threads == 1  # the knob is left as set
+
+
+def test_atft_sets_a_passive_openmp_wait_policy_unless_one_is_given():
+    import os
+    import subprocess
+    import sys
+
+    code = "import atft, os; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "ACTIVE"

@@ -85,7 +85,8 @@ def test_run_logs_progress_and_records_threads_and_scoring_times(make_cfg, tmp_p
         torch.set_num_threads(before)
     run = tmp_path / "prog"
     used = yaml.safe_load((run / "config.yaml").read_text())["train"]["trainer"]["threads_used"]
-    assert used == {"count": 1, "source": "config train.trainer.num_threads"}
+    assert used["count"] == 1 and used["source"] == "config train.trainer.num_threads"
+    assert used["omp_wait_policy"] == "PASSIVE"  # atft sets it before torch starts OpenMP
     log = (tmp_path / "_logs" / "prog.log").read_text()
     assert "progress: epoch 1/1 step 1/" in log and "samples/s" in log and "epoch ETA" in log
     assert "epoch 1 timing: train" in log and "test scoring:" in log and "intra-op threads: 1" in log
