@@ -167,6 +167,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "train_step.json"))
     args = ap.parse_args()
+    if not args.which:
+        import atft  # noqa: F401 - sets OMP_WAIT_POLICY here, so the peer's child gets the same as ours
     if args.threads is None:
         from atft.training.cpu_share import available_cpus
 
@@ -189,6 +191,7 @@ def main() -> None:
             rows.append(r)
             print(json.dumps(r))
     env = {"threads": args.threads, "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "unset"),
+           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "unset"),
            "batch": B, "T": T, "F": F, "precision": "fp32", "device": "cpu", "fp32_matmul_peak_gflops": peak}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     tmp = args.out + ".tmp"

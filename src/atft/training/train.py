@@ -10,7 +10,7 @@ Run folder (``cfg.run_dir``, default ``runs/<timestamp>``)::
     checkpoints/best.ckpt      best by cfg.train.checkpoint.monitor (default val/rank_ic, max), the model
                                before training included (``include_init``: the ridge warm start)
     checkpoints/last.ckpt      latest epoch (both written atomically: temp file then rename)
-    metrics.json               {"val": {...}, "test": {"1d": {...}, ...}, "info": {...}}
+    metrics.json               {"val": {...}, "test": {"1d": {...}, ...}, "info": {..., "timing": {...}}}
     predictions_test.parquet   Code, Date, pred_{h}d, target_{h}d
     feature_importance.json    mean variable-selection weight of each feature on the test split
 
