@@ -6,7 +6,7 @@ Two questions, one dataset (``atft dataset build --source synthetic``), the same
    degeneracy checks, logging: everything the loop does; from ``metrics.json`` ``info.timing``) as a share
    of the microbenchmark's samples/s: the same module's training step (forward, loss, backward, clipping,
    AdamW) on the same epoch's first batches, already gathered in memory. Goal: >= 90%.
-2. **CPU share**: the epoch alone, then beside one busy process (``while True: pass``), with the threads
+2. **CPU share**: the epoch alone, then beside one busy process (a Python busy loop), with the threads
    chosen from the CPU share (``train.trainer.num_threads: null``) and with 1 thread; and both again with
    OpenMP's own wait policy (spin first, ``OMP_WAIT_POLICY=`` empty), the behaviour before atft set PASSIVE. On C cores, a process
    running n threads beside one busy process is due min(n, C x n/(n+1)) CPUs if the scheduler is fair, so
@@ -102,7 +102,9 @@ def _child(args, which: str, run_dir: Path, threads: str, competitor: bool, spin
     cmd = [sys.executable, __file__, "--child", which, "--run-dir", str(run_dir), "--threads", threads,
            "--data", str(args.data), "--hidden", str(args.hidden), "--batch", str(args.batch),
            "--micro-batches", str(args.micro_batches)]
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if competitor else None
+    # a busy loop that ends with its parent (an interrupted benchmark leaves no spinning process behind)
+    spin = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    pass"
+    busy = subprocess.Popen([sys.executable, "-c", spin]) if competitor else None
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     finally:
