@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA := output/datasets/ml_dataset_latest_full.parquet
 DEMO_RUN := runs/demo
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench bench-gpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +30,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install -q -e ".[dev,bench]"
 	$(BIN)/python benchmarks/run_all.py
+
+# one GPU: bf16 training samples/s, MFU, peak GPU memory, one epoch of the seed's command (< 8 min on an H100/H200);
+# without a GPU it runs the --dry CPU pass and says so in benchmarks/results/gpu.md
+bench-gpu: $(STAMP)
+	$(BIN)/python benchmarks/bench_gpu.py
 
 clean:
 	rm -rf runs output _logs

@@ -8,6 +8,12 @@ What is timed: forward + backward + optimiser step on a batch already in memory 
 after warm-up). Data loading is timed separately (``loader_s``): the peer's ``TimeSeriesDataSet``
 loader vs our day-batch sampler gathering windows by index from the dense panel.
 
+Beside each speed ratio: both models' parameter counts and FLOPs per sample (one training step under
+``torch.utils.flop_counter.FlopCounterMode``, ``benchmarks/flops.py``), the achieved GFLOP/s and its share of
+this machine's fp32 matmul peak, measured here with the same threads. Since samples/s = FLOP/s / FLOPs per
+sample, a speed-up factors exactly into (peer FLOPs / our FLOPs per sample) x (our FLOP/s / peer FLOP/s):
+a smaller model times better use of the machine.
+
     python benchmarks/bench_train_step.py            # full table (hidden 64 and 256)
     python benchmarks/bench_train_step.py --quick    # hidden 64 only, fewer steps
 """
@@ -22,6 +28,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+from flops import flop_columns, matmul_peak_flops, step_flops
 
 B, T, F = 1024, 20, 80
 
@@ -76,9 +84,10 @@ def run_ours(hidden: int, n_meas: int, gat: bool) -> dict:
         loss.backward()
         opt.step()
 
+    flops = step_flops(step)
     sec = _steps(step, 2, n_meas)
     return {"model": "atft_gat_fan" + ("" if gat else " (no GAT)"), "hidden": hidden, "edges": int(edge_index.shape[1]),
-            "step_s": sec, "samples_per_s": B / sec, "loader_s": loader_s,
+            "step_s": sec, "samples_per_s": B / sec, "loader_s": loader_s, "flops_per_sample": flops / B,
             "params": sum(p.numel() for p in model.parameters())}
 
 
@@ -116,16 +125,20 @@ def run_peer(hidden: int, n_meas: int, micro: int) -> dict:
             loss.backward()
         opt.step()
 
-    sec = _steps(step, 1, n_meas)
+    flops = step_flops(step)  # also the warm-up step
+    sec = _steps(step, 0, n_meas)
     return {"model": "pytorch-forecasting TFT", "hidden": hidden, "micro_batch": micro, "step_s": sec,
-            "samples_per_s": B / sec, "loader_s": loader_s, "params": sum(p.numel() for p in model.parameters())}
+            "samples_per_s": B / sec, "loader_s": loader_s, "flops_per_sample": flops / B,
+            "params": sum(p.numel() for p in model.parameters())}
 
 
 def child(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    if args.which == "ours":
+    if args.which == "peak":
+        res = {"fp32_matmul_peak_gflops": matmul_peak_flops("cpu", torch.float32) / 1e9}
+    elif args.which == "ours":
         res = run_ours(args.hidden, args.steps, gat=not args.no_gat)
     else:
         res = run_peer(args.hidden, args.steps, args.micro)
@@ -148,15 +161,22 @@ def main() -> None:
     ap.add_argument("--child", dest="which", default=None)
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--threads", type=int, default=None, help="default: the CPUs this process may use")
     ap.add_argument("--micro", type=int, default=1024)
     ap.add_argument("--no-gat", action="store_true")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "train_step.json"))
     args = ap.parse_args()
+    if not args.which:
+        import atft  # noqa: F401 - sets OMP_WAIT_POLICY here, so the peer's child gets the same as ours
+    if args.threads is None:
+        from atft.training.cpu_share import available_cpus
+
+        args.threads = available_cpus().threads
     if args.which:
         return child(args)
     rows = []
+    peak = measure("peak", 0, 0, args.threads, [])["fp32_matmul_peak_gflops"]
     # the peer needs ~27 GB for one 1,024 batch at hidden 256: 4 x 256 accumulation (DESIGN.md)
     configs = [(64, 1024)] if args.quick else [(64, 1024), (256, 256)]
     for hidden, micro in configs:
@@ -166,10 +186,13 @@ def main() -> None:
         for r in (peer, ours, ours_nogat):
             r["speedup_vs_peer"] = r["samples_per_s"] / peer["samples_per_s"]
             r["memory_vs_peer"] = r["peak_rss_mb"] / peer["peak_rss_mb"]
+            r.update(flop_columns(r["flops_per_sample"], r["samples_per_s"], peak * 1e9))
+            r["flops_vs_peer"] = r["flops_per_sample"] / peer["flops_per_sample"]
             rows.append(r)
             print(json.dumps(r))
     env = {"threads": args.threads, "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "unset"),
-           "batch": B, "T": T, "F": F, "precision": "fp32", "device": "cpu"}
+           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "unset"),
+           "batch": B, "T": T, "F": F, "precision": "fp32", "device": "cpu", "fp32_matmul_peak_gflops": peak}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     tmp = args.out + ".tmp"
     with open(tmp, "w") as fh:

@@ -10,7 +10,7 @@ Run folder (``cfg.run_dir``, default ``runs/<timestamp>``)::
     checkpoints/best.ckpt      best by cfg.train.checkpoint.monitor (default val/rank_ic, max), the model
                                before training included (``include_init``: the ridge warm start)
     checkpoints/last.ckpt      latest epoch (both written atomically: temp file then rename)
-    metrics.json               {"val": {...}, "test": {"1d": {...}, ...}, "info": {...}}
+    metrics.json               {"val": {...}, "test": {"1d": {...}, ...}, "info": {..., "timing": {...}}}
     predictions_test.parquet   Code, Date, pred_{h}d, target_{h}d
     feature_importance.json    mean variable-selection weight of each feature on the test split
 
@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import sys
+import time
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -51,12 +52,14 @@ from atft.io_utils import clean_json, write_json, write_parquet
 from atft.model import LinearPath
 from atft.redaction import redact_config
 from atft.run_lock import claim_run_dir
+from atft.training.cpu_share import apply_cpu_share
 from atft.training.datamodule import PanelDataModule
 from atft.training.degeneracy import DegeneracyGuard
 from atft.training.grad_monitor import GradientMonitor
 from atft.training.linear_init import ridge_fit
 from atft.training.module import ATFTLightningModule, dense_predictions
 from atft.training.nonfinite import NonFiniteGuard
+from atft.training.progress import ProgressLog
 from atft.training.run_logging import EpochSummary, setup_run_logging, teardown_run_logging
 
 log = logging.getLogger("atft.training")
@@ -96,7 +99,8 @@ def resolve_run_dir(cfg) -> Path:
 
 def build_callbacks(cfg, run_dir: Path, extra_callbacks=()) -> tuple[list[pl.Callback], ModelCheckpoint,
                                                                     DegeneracyGuard | None]:
-    """Checkpoint, epoch summary, early stopping, degeneracy guard, gradient monitor; ``extra_callbacks`` last."""
+    """Checkpoint, epoch summary, progress log, early stopping, degeneracy guard, gradient monitor;
+    ``extra_callbacks`` last."""
     ck = cfg.train.checkpoint
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=ck.monitor,
                                  mode=ck.mode, save_top_k=1, auto_insert_metric_name=False,
@@ -106,7 +110,8 @@ def build_callbacks(cfg, run_dir: Path, extra_callbacks=()) -> tuple[list[pl.Cal
     # --resume-from last.ckpt would silently go back in time
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
                            auto_insert_metric_name=False, enable_version_counter=False)
-    callbacks: list[pl.Callback] = [checkpoint, last, EpochSummary(run_dir / "metrics.jsonl")]
+    callbacks: list[pl.Callback] = [checkpoint, last, EpochSummary(run_dir / "metrics.jsonl"),
+                                    ProgressLog.from_config(cfg)]
     stop = cfg.train.get("early_stopping") or {}
     if stop.get("patience"):
         callbacks.append(EarlyStopping(monitor=ck.monitor, mode=ck.mode, patience=int(stop.patience),
@@ -165,9 +170,13 @@ def _split_predictions(module, dm: PanelDataModule, split: str) -> tuple[dict, d
 
 
 def _split_metrics(module, dm: PanelDataModule, split: str, cost_bps: float) -> tuple[dict, dict]:
+    """Predict ``split`` and score it; the pass is timed and logged (``out["seconds"]``)."""
+    start = time.perf_counter()
     out, dense = _split_predictions(module, dm, split)
     metrics = evaluate_predictions(dense["pred"], dense["target"], dense["mask"], module.horizons, None,
                                    cost_bps, valid=dense["valid"], lag=module.eval_lag)
+    out["seconds"] = time.perf_counter() - start
+    log.info("%s scoring: %s samples in %.1fs", split, f"{len(out['pred']):,}", out["seconds"])
     return metrics, out
 
 
@@ -303,23 +312,26 @@ def select_model(module, dm: PanelDataModule, checkpoint: ModelCheckpoint, init:
 
 
 def evaluate_best(module, dm: PanelDataModule, checkpoint: ModelCheckpoint, run_dir: Path, guard,
-                  init: dict | None = None, score_test: bool = True) -> dict:
+                  init: dict | None = None, score_test: bool = True, timing: dict | None = None) -> dict:
     """Load the selected model (``select_model``), score validation and the test split once, write outputs.
 
     With ``score_test=False`` (hyper-parameter search) only validation is scored: ``"test"`` is None.
+    ``timing`` (the training's :meth:`ProgressLog.summary`) goes to ``info.timing`` with the scoring times.
     """
     chosen = select_model(module, dm, checkpoint, init)
     best = selected_path(checkpoint)
     cost = float(module.cfg.train.eval.cost_bps)
-    val_metrics, _ = _split_metrics(module, dm, "val", cost)
+    val_metrics, val_out = _split_metrics(module, dm, "val", cost)
+    timing = {**(timing or {}), "val_scoring_s": val_out["seconds"], "test_scoring_s": None}
     test_metrics = None
     if score_test:
         test_metrics, out = _split_metrics(module, dm, "test", cost)
+        timing["test_scoring_s"] = out["seconds"]
         write_test_outputs(run_dir, dm.panel, module.horizons, out)
     info = {"checkpoint": str(best), **chosen, "monitor": checkpoint.monitor,
             "primary_horizon": module.primary_horizon, "cost_bps": cost, "lag": module.eval_lag,
             "splits": dm.panel.splits.describe(dm.panel.dates),
-            "degeneracy_stop": guard.stopped_message if guard is not None else None}
+            "degeneracy_stop": guard.stopped_message if guard is not None else None, "timing": timing}
     result = clean_json({"val": val_metrics, "test": test_metrics, "info": info})
     write_json(run_dir / "metrics.json", result)
     h = f"{module.primary_horizon}d"
@@ -416,6 +428,8 @@ def lost_worker_message(exc: BaseException, run_dir: Path) -> str:
 def _train(cfg, run_dir: Path, log_file: Path, resume_from: str | None, dry_run_only: bool, extra_callbacks=(),
            score_test: bool = True) -> dict:
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    share = apply_cpu_share(cfg)
+    log.info("intra-op threads: %d (%s)", share.threads, share.source)
     panel = load_panel(cfg.data.path, cfg.data, model_cfg=cfg.model)
     if resume_from:
         check_resume(resume_from, panel.feature_names, panel.horizons)
@@ -441,4 +455,6 @@ def _train(cfg, run_dir: Path, log_file: Path, resume_from: str | None, dry_run_
         log.error("training stopped early by the degeneracy guard; evaluating the best checkpoint so far")
     if not trainer.is_global_zero:
         return {}
-    return evaluate_best(module, dm, checkpoint, run_dir, guard, init, score_test=score_test)
+    progress = next(c for c in callbacks if isinstance(c, ProgressLog))
+    return evaluate_best(module, dm, checkpoint, run_dir, guard, init, score_test=score_test,
+                         timing=progress.summary())

@@ -1,0 +1,183 @@
+"""A full training epoch against the training-step microbenchmark, and the epoch under a competing process.
+
+Two questions, one dataset (``atft dataset build --source synthetic``), the same config throughout:
+
+1. **No stalls**: samples/s over a whole training epoch of ``atft train`` (sampler, window gather, day graphs,
+   degeneracy checks, logging: everything the loop does; from ``metrics.json`` ``info.timing``) as a share
+   of the microbenchmark's samples/s: the same module's training step (forward, loss, backward, clipping,
+   AdamW) on the same epoch's first batches, already gathered in memory. Goal: >= 90%.
+2. **CPU share**: the epoch alone, then beside one busy process (a Python busy loop), with the threads
+   chosen from the CPU share (``train.trainer.num_threads: null``) and with 1 thread; and both again with
+   OpenMP's own wait policy (spin first, ``OMP_WAIT_POLICY=`` empty), the behaviour before atft set PASSIVE. On C cores, a process
+   running n threads beside one busy process is due min(n, C x n/(n+1)) CPUs if the scheduler is fair, so
+   the proportional expectation for its epoch time is ``alone x min(n_alone, C) / that``, relative to the epoch
+   alone at the detected count (2 cores: 1.5x with 2 threads, 2x with 1).
+
+Each run is its own subprocess (its own threads and peak RSS). The machine load at start is recorded: on a
+shared machine other users' work is a competitor too, and the figures are only as clean as that load.
+
+    python benchmarks/bench_epoch.py                      # 400 stocks x 500 days, hidden 32
+    python benchmarks/bench_epoch.py --data P --hidden 16 # any dataset (e.g. the 5M-row one, under flock)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def _overrides(args, run_dir: Path, threads: str) -> list[str]:
+    return [f"data.path={args.data}", f"run_dir={run_dir}", f"run_name={run_dir.name}",
+            f"train.log_dir={run_dir.parent / 'logs'}", "train.trainer.max_epochs=1",
+            f"model.hidden_size={args.hidden}", f"train.batch.train_batch_size={args.batch}",
+            "train.checkpoint.include_init=false", f"train.trainer.num_threads={threads}"]
+
+
+def child_epoch(args) -> dict:
+    from atft.config import load_config
+    from atft.training.train import train
+
+    cfg = load_config(_overrides(args, Path(args.run_dir), args.threads))
+    t0 = time.perf_counter()
+    result = train(cfg)
+    epoch = result["info"]["timing"]["epochs"][0]
+    return {"wall_s": time.perf_counter() - t0, "threads": dict(cfg.train.trainer.threads_used), **epoch,
+            "val_scoring_s": result["info"]["timing"]["val_scoring_s"],
+            "test_scoring_s": result["info"]["timing"]["test_scoring_s"]}
+
+
+def child_micro(args) -> dict:
+    """The training step alone on the epoch's first ``--micro-batches`` batches, gathered beforehand."""
+    import torch
+
+    from atft.config import load_config
+    from atft.data.panel import load_panel
+    from atft.training.cpu_share import apply_cpu_share
+    from atft.training.datamodule import PanelDataModule
+    from atft.training.module import ATFTLightningModule
+
+    cfg = load_config(_overrides(args, Path(args.run_dir), args.threads))
+    share = apply_cpu_share(cfg)
+    panel = load_panel(cfg.data.path, cfg.data, model_cfg=cfg.model)
+    module = ATFTLightningModule(cfg, len(panel.feature_names), panel.horizons)
+    dm = PanelDataModule(cfg, panel)
+    dm.setup("fit")
+    loader = iter(dm.loader("train", True, int(cfg.train.batch.train_batch_size), shard=False))
+    batches = [dm.complete_batch(next(loader)) for _ in range(args.micro_batches)]
+    opt = torch.optim.AdamW(module.parameters(), lr=float(cfg.train.optimizer.lr))
+
+    def step(batch):
+        terms = module.loss_terms(module(batch), batch)
+        opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), float(cfg.train.trainer.gradient_clip_val))
+        opt.step()
+
+    module.train()
+    for batch in batches[:2]:
+        step(batch)  # warm-up
+    t0 = time.perf_counter()
+    for batch in batches:
+        step(batch)
+    sec = time.perf_counter() - t0
+    samples = sum(int(b["y"].shape[0]) for b in batches)
+    return {"threads": share.threads, "steps": len(batches), "samples": samples, "seconds": sec,
+            "samples_per_s": samples / sec}
+
+
+def _child(args, which: str, run_dir: Path, threads: str, competitor: bool, spin: bool = False) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("OMP_NUM_THREADS", None)  # the run chooses its threads (train.trainer.num_threads)
+    env.pop("OMP_WAIT_POLICY", None)  # atft's default (PASSIVE) ...
+    if spin:
+        env["OMP_WAIT_POLICY"] = ""  # ... or OpenMP's own (spin, then sleep): the behaviour before atft set it
+    cmd = [sys.executable, __file__, "--child", which, "--run-dir", str(run_dir), "--threads", threads,
+           "--data", str(args.data), "--hidden", str(args.hidden), "--batch", str(args.batch),
+           "--micro-batches", str(args.micro_batches)]
+    # a busy loop that ends with its parent (an interrupted benchmark leaves no spinning process behind)
+    spin = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    pass"
+    busy = subprocess.Popen([sys.executable, "-c", spin]) if competitor else None
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
+    for line in out.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"{which} threads={threads} failed:\n{out.stderr[-3000:]}")
+
+
+def ensure_data(args) -> None:
+    if args.data is None:
+        args.data = str(Path(args.work) / f"synthetic_{args.stocks}x{args.days}.parquet")
+    if not Path(args.data).is_file():
+        subprocess.run([sys.executable, "-m", "atft.cli", "dataset", "build", "--source", "synthetic", "--stocks",
+                        str(args.stocks), "--days", str(args.days), "--out", args.data], check=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, capture_output=True)
+
+
+def expected_slowdown(threads: int, cores: int, alone_threads: int) -> float:
+    """Proportional epoch-time ratio beside one busy process (fair share), vs the epoch alone at ``alone_threads``."""
+    cpus = threads if threads + 1 <= cores else cores * threads / (threads + 1)  # n threads + 1 busy, fair share
+    return min(alone_threads, cores) / cpus
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--child", default=None)
+    ap.add_argument("--run-dir", default=None)
+    ap.add_argument("--threads", default="null")
+    ap.add_argument("--data", default=None, help="dataset parquet (default: built under --work)")
+    ap.add_argument("--stocks", type=int, default=400)
+    ap.add_argument("--days", type=int, default=500)
+    ap.add_argument("--hidden", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--micro-batches", type=int, default=12)
+    ap.add_argument("--work", default="/tmp/atft_bench_epoch")
+    ap.add_argument("--no-competitor", action="store_true", help="only the no-stall comparison")
+    ap.add_argument("--out", default=str(HERE / "results" / "epoch.json"))
+    args = ap.parse_args()
+    if args.child:
+        res = child_epoch(args) if args.child == "epoch" else child_micro(args)
+        print("RESULT " + json.dumps(res), flush=True)
+        return
+    from atft.io_utils import write_json
+    from atft.training.cpu_share import available_cpus
+
+    Path(args.work).mkdir(parents=True, exist_ok=True)
+    ensure_data(args)
+    share = available_cpus()
+    env = {"data": args.data, "hidden": args.hidden, "batch": args.batch, "cpu_share": share.threads,
+           "cpu_share_source": share.source, "os_cpu_count": os.cpu_count(), "load_at_start": os.getloadavg()[0]}
+    work = Path(args.work)
+    runs = {"micro": _child(args, "micro", work / "micro", "null", False)}
+    runs["alone"] = _child(args, "epoch", work / "alone", "null", False)
+    print(json.dumps(runs), flush=True)
+    if not args.no_competitor:
+        runs["busy"] = _child(args, "epoch", work / "busy", "null", True)
+        runs["busy_1_thread"] = _child(args, "epoch", work / "busy_1", "1", True)
+        runs["alone_spin"] = _child(args, "epoch", work / "alone_spin", "null", False, spin=True)
+        runs["busy_spin"] = _child(args, "epoch", work / "busy_spin", "null", True, spin=True)
+    env["load_at_end"] = os.getloadavg()[0]
+    summary = {"epoch_vs_micro": runs["alone"]["train_samples_per_s"] / runs["micro"]["samples_per_s"]}
+    for key, base in (("busy", "alone"), ("busy_1_thread", "alone"), ("busy_spin", "alone_spin")):
+        if key in runs:
+            n = runs[key]["threads"]["count"]
+            summary[key] = {"vs": base, "slowdown": runs[key]["train_s"] / runs[base]["train_s"],
+                            "proportional": expected_slowdown(n, share.threads, runs[base]["threads"]["count"])}
+    write_json(args.out, {"env": env, "runs": runs, "summary": summary})
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
