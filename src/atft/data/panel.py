@@ -20,9 +20,17 @@ import numpy as np
 import polars as pl
 
 from atft.config import cfg_get
+from atft.data.dense import (
+    cast_panel,
+    day_chunks,
+    fill_dense,
+    finite_share_at_least,
+    null_counts,
+    numpy_dtype,
+)
 from atft.data.splits import Splits, date_splits
 from atft.errors import InputError
-from atft.io_utils import read_json, read_parquet
+from atft.io_utils import parquet_schema, read_json, read_parquet
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +49,18 @@ class RobustScaler:
     clip: float = 5.0
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        out = (x - self.center) / self.scale
-        np.clip(out, -self.clip, self.clip, out=out)
-        return np.nan_to_num(out, nan=0.0).astype(np.float32)
+        """A scaled float32 copy of ``x [..., F]``."""
+        return self.transform_inplace(np.array(x, dtype=np.float32))
+
+    def transform_inplace(self, x: np.ndarray) -> np.ndarray:
+        """Scale float32 ``x [D, N, F]`` in place, one day chunk at a time (no full-size temporaries)."""
+        for c in day_chunks(x.shape[0], x[0].nbytes) if x.ndim == 3 else [slice(None)]:
+            v = x[c]  # a view
+            v -= self.center
+            v /= self.scale
+            np.clip(v, -self.clip, self.clip, out=v)
+            np.nan_to_num(v, copy=False, nan=0.0)
+        return x
 
     def to_dict(self, names: list[str]) -> dict:
         return {"clip": self.clip, "features": {n: [float(c), float(s)] for n, c, s in
@@ -54,7 +71,7 @@ class RobustScaler:
 class Panel:
     """The dataset as dense arrays (see module docstring for the letters)."""
 
-    X: np.ndarray  # [D, N, F] float32, scaled, NaN-free (missing -> 0)
+    X: np.ndarray  # [D, N, F] data.panel_dtype (float32 / float16 / bfloat16), scaled, NaN-free (missing -> 0)
     M: np.ndarray  # [D, N] bool: row exists and its features are mostly finite
     Y: np.ndarray  # [D, N, H] float32 raw forward returns, NaN where unknown
     Y_mask: np.ndarray  # [D, N, H] bool
@@ -76,20 +93,22 @@ class Panel:
         return self.X.shape  # type: ignore[return-value]
 
 
-def _read(path: Path) -> pl.DataFrame:
+def _read_keys(path: Path) -> tuple[dict, pl.DataFrame]:
+    """The file's schema and its key / label columns (``Code``, ``Date``, ``Sector``, ``Market``) only."""
     if not path.is_file():
         raise InputError(f"dataset {path} does not exist (build one with `atft dataset build`)")
-    df = read_parquet(path, "dataset")
+    schema = parquet_schema(path, "dataset")
     for col in ("Code", "Date"):
-        if col not in df.columns:
+        if col not in schema:
             raise InputError(f"dataset {path} has no {col!r} column (expected Code, Date, features, target_*d)")
+    df = read_parquet(path, "dataset", columns=[c for c in META_COLUMNS if c in schema])
     df = df.with_columns(pl.col("Code").cast(pl.Utf8), pl.col("Date").cast(pl.Date))
     dup = df.select(pl.struct("Code", "Date").is_duplicated().sum()).item()
     if dup:
         first = df.filter(pl.struct("Code", "Date").is_duplicated()).row(0, named=True)
         raise InputError(f"dataset {path} has {dup} duplicate (Code, Date) rows, e.g. "
                          f"Code={first['Code']} Date={first['Date']}; expected one row per stock and day")
-    return df
+    return schema, df
 
 
 def read_sidecar(path: Path) -> dict:
@@ -123,43 +142,30 @@ def is_target_derived(name: str) -> bool:
     return "target" in name.lower() or name.lower().startswith("oracle_")
 
 
-def detect_features(df: pl.DataFrame, features_cfg, path: Path) -> list[str]:
-    """Numeric non-target columns, or the explicit include list; minus the exclude list."""
+def detect_features(schema: dict, features_cfg, path: Path) -> list[str]:
+    """Numeric non-target columns of ``schema`` (name -> polars dtype), or the explicit include list; minus
+    the exclude list and all-null columns (counted from the parquet's footer statistics)."""
     include = list(cfg_get(features_cfg, "include", []) or [])
     exclude = set(cfg_get(features_cfg, "exclude", []) or [])
     if include:
         for name in include:
-            if name not in df.columns:
+            if name not in schema:
                 raise InputError(f"data.features.include names {name!r}, which is not a column of {path}")
             if is_target_derived(name):
                 raise InputError(f"data.features.include names {name!r}: target-derived columns are never features")
         names = include
     else:
-        names = [c for c, t in df.schema.items()
+        names = [c for c, t in schema.items()
                  if c not in META_COLUMNS and (t.is_numeric() or t == pl.Boolean) and not is_target_derived(c)]
     names = [n for n in names if n not in exclude]
-    null_only = [n for n in names if df[n].null_count() == df.height]
+    nulls, rows = null_counts(path, names)
+    null_only = [n for n in names if nulls[n] == rows]
     if null_only:
         log.warning("dropping %d all-null feature columns, e.g. %s", len(null_only), null_only[0])
         names = [n for n in names if n not in null_only]
     if not names:
         raise InputError(f"dataset {path} has no usable feature columns (numeric, not target-derived)")
     return names
-
-
-def _dense(df: pl.DataFrame, columns: list[str], di: np.ndarray, ni: np.ndarray, shape) -> np.ndarray:
-    """Scatter long rows into a dense ``[D, N, len(columns)]`` float32 array, NaN where missing."""
-    out = np.full((*shape, len(columns)), np.nan, dtype=np.float32)  # [D, N, K]
-    values = df.select(pl.col(c).cast(pl.Float32) for c in columns).to_numpy().astype(np.float32, copy=False)
-    out[di, ni] = np.where(np.isfinite(values), values, np.nan)
-    return out
-
-
-def nonfinite_counts(df: pl.DataFrame, columns: list[str]) -> dict[str, int]:
-    """Per column, the values that are present (not null) but NaN or +-inf; only columns that have any."""
-    exprs = [pl.col(c).cast(pl.Float64).is_finite().not_().sum().alias(c) for c in columns]
-    counts = df.select(exprs).row(0, named=True) if exprs else {}
-    return {c: int(n) for c, n in counts.items() if n}
 
 
 def _nonfinite_note(counts: dict[str, int], what: str, action: str) -> str:
@@ -181,8 +187,8 @@ def _daily_ids(df: pl.DataFrame, col: str, di: np.ndarray, ni: np.ndarray, shape
     return ids
 
 
-def _daily_ic(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Mean over days of the cross-sectional Pearson correlation. x [D, N, F], y [D, N] -> [F]."""
+def _daily_corr(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Cross-sectional Pearson correlation of each day, NaN below 3 rows. x [d, N, F], y [d, N] -> [d, F]."""
     valid = np.isfinite(x) & np.isfinite(y)[..., None]  # [D, N, F]
     n = valid.sum(1)  # [D, F]
     xv = np.where(valid, x, 0.0)
@@ -191,7 +197,13 @@ def _daily_ic(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         xc = np.where(valid, xv - xv.sum(1, keepdims=True) / np.maximum(n, 1)[:, None], 0.0)
         yc = np.where(valid, yv - yv.sum(1, keepdims=True) / np.maximum(n, 1)[:, None], 0.0)
         corr = (xc * yc).sum(1) / np.sqrt((xc**2).sum(1) * (yc**2).sum(1))  # [D, F]
-    corr = np.where(n >= 3, corr, np.nan)
+    return np.where(n >= 3, corr, np.nan)
+
+
+def _daily_ic(X: np.ndarray, Y: np.ndarray, days: np.ndarray) -> np.ndarray:
+    """Mean over ``days`` of the daily IC of each feature, a chunk of days at a time. X [D, N, F], Y [D, N] -> [F]."""
+    corr = np.concatenate([_daily_corr(X[days[c]], Y[days[c]])
+                           for c in day_chunks(len(days), X[0].nbytes)])  # [d, F]
     with np.errstate(invalid="ignore"), np.testing.suppress_warnings() as sup:
         sup.filter(RuntimeWarning)
         return np.nanmean(corr, axis=0)
@@ -203,7 +215,7 @@ def leakage_screen(X: np.ndarray, Y: np.ndarray, names: list[str], horizons: lis
     if max_abs_ic is None or max_abs_ic <= 0 or len(days) == 0:
         return
     for k, h in enumerate(horizons):
-        ic = _daily_ic(X[days], Y[days, :, k])  # [F]
+        ic = _daily_ic(X, Y[..., k], days)  # [F]
         bad = np.flatnonzero(np.abs(np.nan_to_num(ic)) > max_abs_ic)
         if len(bad):
             f = int(bad[np.argmax(np.abs(ic[bad]))])
@@ -213,10 +225,16 @@ def leakage_screen(X: np.ndarray, Y: np.ndarray, names: list[str], horizons: lis
 
 
 def fit_scaler(X: np.ndarray, M: np.ndarray, days: np.ndarray, clip: float, seed: int = 0) -> RobustScaler:
-    """Median / IQR per feature over the valid rows of ``days`` (training dates only)."""
-    rows = X[days][M[days]]  # [R, F]
-    if len(rows) > MAX_SCALER_ROWS:
-        rows = rows[np.random.default_rng(seed).choice(len(rows), MAX_SCALER_ROWS, replace=False)]
+    """Median / IQR per feature over the valid rows of ``days`` (training dates only).
+
+    Beyond ``MAX_SCALER_ROWS`` valid rows, a seeded subsample; only the chosen rows are gathered.
+    """
+    days = np.asarray(days)
+    di, ni = np.nonzero(M[days])  # valid rows in day-major order
+    if len(di) > MAX_SCALER_ROWS:
+        pick = np.random.default_rng(seed).choice(len(di), MAX_SCALER_ROWS, replace=False)
+        di, ni = di[pick], ni[pick]
+    rows = X[days[di], ni]  # [R, F]
     with np.testing.suppress_warnings() as sup:
         sup.filter(RuntimeWarning)
         q25, q50, q75 = np.nanpercentile(rows, [25, 50, 75], axis=0) if len(rows) else (None,) * 3
@@ -256,20 +274,23 @@ def load_panel(path, data_cfg, *, model_cfg=None, scaler: RobustScaler | None = 
         fit_days: day indices to fit the screen and scaler on; None -> the training split.
     """
     path = Path(path)
-    df = _read(path)
+    schema, df = _read_keys(path)  # [R] keys and labels only; features are read column by column
     meta = read_sidecar(path)
-    horizons = detect_horizons(df.columns, cfg_get(data_cfg, "horizons"), path)
-    names = detect_features(df, cfg_get(data_cfg, "features"), path)
+    horizons = detect_horizons(list(schema), cfg_get(data_cfg, "horizons"), path)
+    names = detect_features(schema, cfg_get(data_cfg, "features"), path)
+    dtype = str(cfg_get(data_cfg, "panel_dtype", "float32"))
+    numpy_dtype(dtype)  # refuse a bad value before the long read
     dates = np.sort(df["Date"].unique().to_numpy()).astype("datetime64[D]")
     codes = np.sort(df["Code"].unique().to_numpy().astype(str))
     di = np.searchsorted(dates, df["Date"].to_numpy().astype("datetime64[D]"))
     ni = np.searchsorted(codes, df["Code"].to_numpy().astype(str))
     shape = (len(dates), len(codes))
-    X = _dense(df, names, di, ni, shape)  # [D, N, F]
-    Y = _dense(df, [f"target_{h}d" for h in horizons], di, ni, shape)  # [D, N, H]
+    X, bad_features = fill_dense(path, names, di, ni, shape)  # [D, N, F] float32, raw
+    target_cols = [f"target_{h}d" for h in horizons]
+    Y, bad_targets = fill_dense(path, target_cols, di, ni, shape)  # [D, N, H]
     exists = np.zeros(shape, dtype=bool)
     exists[di, ni] = True
-    M = exists & (np.isfinite(X).mean(-1) >= 0.5)  # [D, N]
+    M = exists & finite_share_at_least(X, 0.5)  # [D, N]
     splits = date_splits(dates, cfg_get(data_cfg, "split"), max(horizons))
     fit = splits.train if fit_days is None else np.asarray(fit_days)
     leakage_screen(X, Y, names, horizons, fit,
@@ -279,25 +300,29 @@ def load_panel(path, data_cfg, *, model_cfg=None, scaler: RobustScaler | None = 
     notes = [f"graph returns from {source}"]
     if isinstance(meta.get("source"), dict):
         notes.append(f"built by `atft dataset build` from source {meta['source'].get('name', '?')}")
-    nonfinite = {"features": nonfinite_counts(df, names),
-                 "targets": nonfinite_counts(df, [f"target_{h}d" for h in horizons])}
+    nonfinite = {"features": bad_features, "targets": bad_targets}
     for what, key, action in (("feature", "features", "treated as missing"), ("target", "targets", "masked")):
-        if nonfinite[key]:  # _dense already turned them into NaN: a missing feature, a masked target
+        if nonfinite[key]:  # fill_dense already turned them into NaN: a missing feature, a masked target
             notes.append(_nonfinite_note(nonfinite[key], what, action))
             log.warning("%s: %s", path.name, notes[-1])
     if source != return_col:
         log.warning("return feature %r not in %s: day-graph correlations use %s", return_col, path.name, source)
     if scaler is None:
-        scaling = cfg_get(data_cfg, "scaling")
-        if cfg_get(scaling, "method", "robust") not in ("robust", "none"):
-            raise InputError(f"data.scaling.method={cfg_get(scaling, 'method')!r}: expected robust or none")
-        if cfg_get(scaling, "method", "robust") == "none":
-            scaler = RobustScaler(np.zeros(len(names), np.float32), np.ones(len(names), np.float32), np.inf)
-        else:
-            scaler = fit_scaler(X, M, fit, cfg_get(scaling, "clip", 5.0))
-    X = scaler.transform(X)  # [D, N, F] NaN-free
-    log.info("panel %s: %d days x %d stocks x %d features, horizons %s", path.name, *shape, len(names), horizons)
+        scaler = _fit_configured_scaler(X, M, fit, cfg_get(data_cfg, "scaling"), len(names))
+    X = cast_panel(scaler.transform_inplace(X), dtype)  # [D, N, F] NaN-free, in data.panel_dtype
+    log.info("panel %s: %d days x %d stocks x %d features (%s, %.2f GB), horizons %s", path.name, *shape,
+             len(names), dtype, X.nbytes / 1e9, horizons)
     return Panel(X=X, M=M, Y=Y, Y_mask=np.isfinite(Y), dates=dates, codes=codes, feature_names=names,
                  horizons=horizons, sector_id=_daily_ids(df, "Sector", di, ni, shape),
                  market_id=_daily_ids(df, "Market", di, ni, shape), returns=returns, splits=splits, scaler=scaler,
                  source=str(path), notes=notes, nonfinite=nonfinite)
+
+
+def _fit_configured_scaler(X: np.ndarray, M: np.ndarray, fit: np.ndarray, scaling, n_features: int) -> RobustScaler:
+    """``data.scaling``: robust (fitted on ``fit`` days) or none (identity, no clip)."""
+    method = cfg_get(scaling, "method", "robust")
+    if method not in ("robust", "none"):
+        raise InputError(f"data.scaling.method={method!r}: expected robust or none")
+    if method == "none":
+        return RobustScaler(np.zeros(n_features, np.float32), np.ones(n_features, np.float32), np.inf)
+    return fit_scaler(X, M, fit, cfg_get(scaling, "clip", 5.0))
