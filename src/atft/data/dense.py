@@ -3,7 +3,7 @@
 The loader never holds a frame of all features: it reads ``column_chunks`` of the parquet (each about
 ``CHUNK_BYTES`` of float32 values), scatters each chunk into the array and drops it, so its peak beside
 the array is one chunk (~2 x ``CHUNK_BYTES``). Statistics over the array (the leakage screen, the scaler)
-and its transforms run over ``day_chunks`` in place, for the same reason.
+and its transforms run over ``chunk_slices`` in place, for the same reason.
 
 Shapes: ``D`` days, ``N`` stocks, ``K`` columns, ``R`` parquet rows.
 """
@@ -22,16 +22,18 @@ CHUNK_BYTES = 64 << 20  # float32 values per column chunk read from the parquet 
 PANEL_DTYPES = ("float32", "float16", "bfloat16")
 
 
-def column_chunks(names: list[str], rows: int, chunk_bytes: int = CHUNK_BYTES) -> list[list[str]]:
-    """``names`` split into consecutive groups of about ``chunk_bytes`` of float32 values each."""
-    per = max(1, chunk_bytes // max(4 * rows, 1))
+def column_chunks(names: list[str], rows: int, chunk_bytes: int | None = None) -> list[list[str]]:
+    """``names`` split into consecutive groups of about ``chunk_bytes`` (default ``CHUNK_BYTES``) of float32
+    values each."""
+    per = max(1, (chunk_bytes or CHUNK_BYTES) // max(4 * rows, 1))
     return [names[i:i + per] for i in range(0, len(names), per)]
 
 
-def day_chunks(n_days: int, day_bytes: int, chunk_bytes: int = CHUNK_BYTES) -> list[slice]:
-    """Consecutive day slices of about ``chunk_bytes`` each (``day_bytes``: bytes of one day of the panel)."""
-    per = max(1, chunk_bytes // max(day_bytes, 1))
-    return [slice(s, min(s + per, n_days)) for s in range(0, n_days, per)]
+def chunk_slices(n: int, item_bytes: int, chunk_bytes: int | None = None) -> list[slice]:
+    """Consecutive slices of ``range(n)`` of about ``chunk_bytes`` (default ``CHUNK_BYTES``) each, e.g. days
+    of the panel (``item_bytes``: one day's bytes) or feature columns of a row sample."""
+    per = max(1, (chunk_bytes or CHUNK_BYTES) // max(item_bytes, 1))
+    return [slice(s, min(s + per, n)) for s in range(0, n, per)]
 
 
 def null_counts(path: Path, names: list[str]) -> tuple[dict[str, int], int]:
@@ -94,7 +96,7 @@ def fill_dense(path: Path, columns: list[str], di: np.ndarray, ni: np.ndarray,
 def finite_share_at_least(X: np.ndarray, share: float) -> np.ndarray:
     """``[D, N]`` bool: rows whose share of finite features is at least ``share``; one day chunk at a time."""
     out = np.empty(X.shape[:2], dtype=bool)  # [D, N]
-    for c in day_chunks(X.shape[0], X[0].nbytes):
+    for c in chunk_slices(X.shape[0], X[0].nbytes):
         out[c] = np.isfinite(X[c]).mean(-1) >= share
     return out
 
@@ -119,6 +121,6 @@ def cast_panel(X: np.ndarray, name: str) -> np.ndarray:
     if X.dtype == dtype:
         return X
     out = np.empty(X.shape, dtype=dtype)  # [D, N, F]
-    for c in day_chunks(X.shape[0], X[0].nbytes):
+    for c in chunk_slices(X.shape[0], X[0].nbytes):
         out[c] = X[c]
     return out

@@ -22,7 +22,7 @@ import polars as pl
 from atft.config import cfg_get
 from atft.data.dense import (
     cast_panel,
-    day_chunks,
+    chunk_slices,
     fill_dense,
     finite_share_at_least,
     null_counts,
@@ -54,7 +54,7 @@ class RobustScaler:
 
     def transform_inplace(self, x: np.ndarray) -> np.ndarray:
         """Scale float32 ``x [D, N, F]`` in place, one day chunk at a time (no full-size temporaries)."""
-        for c in day_chunks(x.shape[0], x[0].nbytes) if x.ndim == 3 else [slice(None)]:
+        for c in chunk_slices(x.shape[0], x[0].nbytes) if x.ndim == 3 else [slice(None)]:
             v = x[c]  # a view
             v -= self.center
             v /= self.scale
@@ -203,7 +203,7 @@ def _daily_corr(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def _daily_ic(X: np.ndarray, Y: np.ndarray, days: np.ndarray) -> np.ndarray:
     """Mean over ``days`` of the daily IC of each feature, a chunk of days at a time. X [D, N, F], Y [D, N] -> [F]."""
     corr = np.concatenate([_daily_corr(X[days[c]], Y[days[c]])
-                           for c in day_chunks(len(days), X[0].nbytes)])  # [d, F]
+                           for c in chunk_slices(len(days), X[0].nbytes)])  # [d, F]
     with np.errstate(invalid="ignore"), np.testing.suppress_warnings() as sup:
         sup.filter(RuntimeWarning)
         return np.nanmean(corr, axis=0)
@@ -234,14 +234,16 @@ def fit_scaler(X: np.ndarray, M: np.ndarray, days: np.ndarray, clip: float, seed
     if len(di) > MAX_SCALER_ROWS:
         pick = np.random.default_rng(seed).choice(len(di), MAX_SCALER_ROWS, replace=False)
         di, ni = di[pick], ni[pick]
-    rows = X[days[di], ni]  # [R, F]
-    with np.testing.suppress_warnings() as sup:
-        sup.filter(RuntimeWarning)
-        q25, q50, q75 = np.nanpercentile(rows, [25, 50, 75], axis=0) if len(rows) else (None,) * 3
-    if q50 is None:
+    if len(di) == 0:
         raise InputError("no valid feature rows on the training dates to fit the scaler")
+    q25, q50, q75, std = np.empty((4, X.shape[2]), dtype=X.dtype)  # [F] each, float32 like the sample
+    for c in chunk_slices(X.shape[2], 4 * len(di)):  # a few feature columns of the sample at a time
+        rows = X[days[di], ni, c]  # [R, k]
+        with np.testing.suppress_warnings() as sup:
+            sup.filter(RuntimeWarning)
+            q25[c], q50[c], q75[c] = np.nanpercentile(rows, [25, 50, 75], axis=0)
+            std[c] = np.nanstd(rows, axis=0)
     scale = (q75 - q25) / IQR_TO_STD
-    std = np.nanstd(rows, axis=0)
     scale = np.where(np.isfinite(scale) & (scale > 1e-12), scale, np.where(std > 1e-12, std, 1.0))
     return RobustScaler(np.nan_to_num(q50).astype(np.float32), scale.astype(np.float32), float(clip))
 
@@ -280,10 +282,11 @@ def load_panel(path, data_cfg, *, model_cfg=None, scaler: RobustScaler | None = 
     names = detect_features(schema, cfg_get(data_cfg, "features"), path)
     dtype = str(cfg_get(data_cfg, "panel_dtype", "float32"))
     numpy_dtype(dtype)  # refuse a bad value before the long read
-    dates = np.sort(df["Date"].unique().to_numpy()).astype("datetime64[D]")
-    codes = np.sort(df["Code"].unique().to_numpy().astype(str))
-    di = np.searchsorted(dates, df["Date"].to_numpy().astype("datetime64[D]"))
-    ni = np.searchsorted(codes, df["Code"].to_numpy().astype(str))
+    date_levels, code_levels = df["Date"].unique().sort(), df["Code"].unique().sort()
+    dates = date_levels.to_numpy().astype("datetime64[D]")  # [D]
+    codes = code_levels.to_numpy().astype(str)  # [N] (UTF-8 byte order = code point order = np.sort's)
+    di = date_levels.search_sorted(df["Date"]).to_numpy().astype(np.int64)  # [R], no per-row Python objects
+    ni = code_levels.search_sorted(df["Code"]).to_numpy().astype(np.int64)  # [R]
     shape = (len(dates), len(codes))
     X, bad_features = fill_dense(path, names, di, ni, shape)  # [D, N, F] float32, raw
     target_cols = [f"target_{h}d" for h in horizons]
