@@ -28,6 +28,7 @@ from atft.data.dense import (
     null_counts,
     numpy_dtype,
 )
+from atft.data.screen import leakage_screen
 from atft.data.splits import Splits, date_splits
 from atft.errors import InputError
 from atft.io_utils import parquet_schema, read_json, read_parquet
@@ -102,13 +103,25 @@ def _read_keys(path: Path) -> tuple[dict, pl.DataFrame]:
         if col not in schema:
             raise InputError(f"dataset {path} has no {col!r} column (expected Code, Date, features, target_*d)")
     df = read_parquet(path, "dataset", columns=[c for c in META_COLUMNS if c in schema])
-    df = df.with_columns(pl.col("Code").cast(pl.Utf8), pl.col("Date").cast(pl.Date))
-    dup = df.select(pl.struct("Code", "Date").is_duplicated().sum()).item()
-    if dup:
+    return schema, df.with_columns(pl.col("Code").cast(pl.Utf8), pl.col("Date").cast(pl.Date))
+
+
+def _index(df: pl.DataFrame, path: Path):
+    """Sorted ``dates [D]`` and ``codes [N]``, each row's ``di, ni [R]`` and ``exists [D, N]``; refuses
+    duplicate (Code, Date) rows (found as fewer cells than rows, then named by the slower exact check)."""
+    date_levels, code_levels = df["Date"].unique().sort(), df["Code"].unique().sort()
+    dates = date_levels.to_numpy().astype("datetime64[D]")  # [D]
+    codes = code_levels.to_numpy().astype(str)  # [N] (UTF-8 byte order = code point order = np.sort's)
+    di = date_levels.search_sorted(df["Date"]).to_numpy().astype(np.int64)  # [R], no per-row Python objects
+    ni = code_levels.search_sorted(df["Code"]).to_numpy().astype(np.int64)  # [R]
+    exists = np.zeros((len(dates), len(codes)), dtype=bool)  # [D, N]
+    exists[di, ni] = True
+    if exists.sum() != df.height:
+        dup = df.select(pl.struct("Code", "Date").is_duplicated().sum()).item()
         first = df.filter(pl.struct("Code", "Date").is_duplicated()).row(0, named=True)
         raise InputError(f"dataset {path} has {dup} duplicate (Code, Date) rows, e.g. "
                          f"Code={first['Code']} Date={first['Date']}; expected one row per stock and day")
-    return schema, df
+    return dates, codes, di, ni, exists
 
 
 def read_sidecar(path: Path) -> dict:
@@ -180,48 +193,9 @@ def _daily_ids(df: pl.DataFrame, col: str, di: np.ndarray, ni: np.ndarray, shape
     ids = np.full(shape, -1, dtype=np.int32)  # [D, N] (int32: 40 MB for 2,500 days x 4,000 stocks)
     if col not in df.columns:
         return ids
-    labels = df[col].cast(pl.Utf8)
-    levels = sorted(labels.drop_nulls().unique().to_list())
-    codes = labels.replace_strict(levels, list(range(len(levels))), default=-1, return_dtype=pl.Int32)
-    ids[di, ni] = codes.to_numpy()
+    ranks = df[col].cast(pl.Utf8).rank("dense")  # 1.. in sorted label order, null where unlabelled
+    ids[di, ni] = (ranks.cast(pl.Int32) - 1).fill_null(-1).to_numpy()
     return ids
-
-
-def _daily_corr(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Cross-sectional Pearson correlation of each day, NaN below 3 rows. x [d, N, F], y [d, N] -> [d, F]."""
-    valid = np.isfinite(x) & np.isfinite(y)[..., None]  # [D, N, F]
-    n = valid.sum(1)  # [D, F]
-    xv = np.where(valid, x, 0.0)
-    yv = np.where(valid, y[..., None], 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        xc = np.where(valid, xv - xv.sum(1, keepdims=True) / np.maximum(n, 1)[:, None], 0.0)
-        yc = np.where(valid, yv - yv.sum(1, keepdims=True) / np.maximum(n, 1)[:, None], 0.0)
-        corr = (xc * yc).sum(1) / np.sqrt((xc**2).sum(1) * (yc**2).sum(1))  # [D, F]
-    return np.where(n >= 3, corr, np.nan)
-
-
-def _daily_ic(X: np.ndarray, Y: np.ndarray, days: np.ndarray) -> np.ndarray:
-    """Mean over ``days`` of the daily IC of each feature, a chunk of days at a time. X [D, N, F], Y [D, N] -> [F]."""
-    corr = np.concatenate([_daily_corr(X[days[c]], Y[days[c]])
-                           for c in chunk_slices(len(days), X[0].nbytes)])  # [d, F]
-    with np.errstate(invalid="ignore"), np.testing.suppress_warnings() as sup:
-        sup.filter(RuntimeWarning)
-        return np.nanmean(corr, axis=0)
-
-
-def leakage_screen(X: np.ndarray, Y: np.ndarray, names: list[str], horizons: list[int], days: np.ndarray,
-                   max_abs_ic: float) -> None:
-    """Refuse any feature whose |mean daily IC| with a forward target exceeds ``max_abs_ic``."""
-    if max_abs_ic is None or max_abs_ic <= 0 or len(days) == 0:
-        return
-    for k, h in enumerate(horizons):
-        ic = _daily_ic(X, Y[..., k], days)  # [F]
-        bad = np.flatnonzero(np.abs(np.nan_to_num(ic)) > max_abs_ic)
-        if len(bad):
-            f = int(bad[np.argmax(np.abs(ic[bad]))])
-            raise InputError(f"feature {names[f]!r} has mean daily IC {ic[f]:+.3f} with target_{h}d on the "
-                             f"training dates (> data.features.leakage_screen_max_abs_ic={max_abs_ic}); it "
-                             f"looks derived from the future - exclude it via data.features.exclude")
 
 
 def fit_scaler(X: np.ndarray, M: np.ndarray, days: np.ndarray, clip: float, seed: int = 0) -> RobustScaler:
@@ -277,22 +251,16 @@ def load_panel(path, data_cfg, *, model_cfg=None, scaler: RobustScaler | None = 
     """
     path = Path(path)
     schema, df = _read_keys(path)  # [R] keys and labels only; features are read column by column
+    dates, codes, di, ni, exists = _index(df, path)
     meta = read_sidecar(path)
     horizons = detect_horizons(list(schema), cfg_get(data_cfg, "horizons"), path)
     names = detect_features(schema, cfg_get(data_cfg, "features"), path)
     dtype = str(cfg_get(data_cfg, "panel_dtype", "float32"))
     numpy_dtype(dtype)  # refuse a bad value before the long read
-    date_levels, code_levels = df["Date"].unique().sort(), df["Code"].unique().sort()
-    dates = date_levels.to_numpy().astype("datetime64[D]")  # [D]
-    codes = code_levels.to_numpy().astype(str)  # [N] (UTF-8 byte order = code point order = np.sort's)
-    di = date_levels.search_sorted(df["Date"]).to_numpy().astype(np.int64)  # [R], no per-row Python objects
-    ni = code_levels.search_sorted(df["Code"]).to_numpy().astype(np.int64)  # [R]
     shape = (len(dates), len(codes))
     X, bad_features = fill_dense(path, names, di, ni, shape)  # [D, N, F] float32, raw
     target_cols = [f"target_{h}d" for h in horizons]
     Y, bad_targets = fill_dense(path, target_cols, di, ni, shape)  # [D, N, H]
-    exists = np.zeros(shape, dtype=bool)
-    exists[di, ni] = True
     M = exists & finite_share_at_least(X, 0.5)  # [D, N]
     splits = date_splits(dates, cfg_get(data_cfg, "split"), max(horizons))
     fit = splits.train if fit_days is None else np.asarray(fit_days)
