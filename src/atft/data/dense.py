@@ -77,6 +77,8 @@ def fill_dense(path: Path, columns: list[str], di: np.ndarray, ni: np.ndarray,
     Returns the array and :func:`nonfinite_counts` of the columns (values present but not finite).
     """
     out = np.full((*shape, len(columns)), np.nan, dtype=np.float32)  # [D, N, K]
+    if not columns:
+        return out, {}
     cells = out.reshape(-1, len(columns))  # [D*N, K] view: one flat row index scatters faster than two
     flat = di * shape[1] + ni  # [R]
     nonfinite: dict[str, int] = {}
