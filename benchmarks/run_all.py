@@ -17,6 +17,8 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
+sys.path.insert(0, HERE)
+from bench_memory import render as render_memory  # noqa: E402
 
 
 def run(script: str, *args: str, thp: str | None = None, tag: str = "") -> dict:
@@ -66,7 +68,8 @@ def main() -> None:
     quick = ["--quick"] if args.quick else []
     steps = [run("bench_train_step.py", *quick, thp=v, tag=f"_thp{v}") for v in ("0", "1")]
     vsn = run("bench_vsn.py", *(["--hidden", "64"] if args.quick else []), thp="1")
-    text = table(steps, vsn)
+    memory = run("bench_memory.py", *quick)  # big datasets: run `make bench` under the machine's big-run lock
+    text = table(steps, vsn) + "\n" + render_memory(memory)
     path = os.path.join(RESULTS, "latest.md")
     with open(path + ".tmp", "w") as fh:
         fh.write(text)
