@@ -180,6 +180,7 @@ def render(result: dict) -> str:
                      f"{r['peak_rss_gb']:.2f} | {r['ratio_to_panel']:.2f} | {r['goal_gb']:.2f} | "
                      f"{'yes' if r['meets_goal'] else 'no'} | {r['startup_s']:.1f} | {r['loaded_s']:.1f} | "
                      f"{r['graph_cache_epoch_gb']:.2f} |")
+    lines += [""] + [f"- {note}" for note in result.get("notes", [])]
     return "\n".join(lines) + "\n"
 
 

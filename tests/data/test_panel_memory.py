@@ -37,24 +37,36 @@ def _cfg(path, **extra):
     return load_config([f"data.path={path}", *(f"{k}={v}" for k, v in extra.items())]).data
 
 
-def test_loader_peak_allocation_stays_near_the_panel_bytes(tmp_path, monkeypatch):
-    path = _wide_dataset(tmp_path / "wide.parquet")
-    panel_bytes = D * N * F * 4
-    monkeypatch.setattr(dense, "CHUNK_BYTES", panel_bytes // 16)  # chunks small against the panel, as at scale
-    cfg = _cfg(path)
+def _loader_peak(path, cfg) -> tuple[object, int]:
     load_panel(path, cfg)  # first-use imports (pyarrow.parquet, ...) allocate too: not the loader's
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
         panel = load_panel(path, cfg)
-        peak = tracemalloc.get_traced_memory()[1] - before
+        return panel, tracemalloc.get_traced_memory()[1] - before
     finally:
         tracemalloc.stop()
+
+
+def test_loader_peak_allocation_stays_near_the_panel_bytes(tmp_path, monkeypatch):
+    path = _wide_dataset(tmp_path / "wide.parquet")
+    panel_bytes = D * N * F * 4
+    monkeypatch.setattr(dense, "CHUNK_BYTES", panel_bytes // 16)  # chunks small against the panel, as at scale
+    panel, peak = _loader_peak(path, _cfg(path))
     assert panel.X.shape == (D, N, F) and panel.X.dtype == np.float32
     assert not any("target" in n for n in panel.feature_names)
     # the old loader held the dense array, its float64 / np.where copies, X[days] copies and the scaler's
     # full-size temporaries at once: 4-6 x the panel
     assert peak <= 2.2 * panel_bytes, f"loader peak {peak / panel_bytes:.2f} x the panel bytes"
+
+
+def test_half_precision_loader_never_holds_a_float32_panel(tmp_path, monkeypatch):
+    path = _wide_dataset(tmp_path / "wide.parquet")
+    panel_bytes = D * N * F * 4
+    monkeypatch.setattr(dense, "CHUNK_BYTES", panel_bytes // 16)
+    panel, peak = _loader_peak(path, _cfg(path, **{"data.panel_dtype": "bfloat16"}))
+    assert panel.X.nbytes == panel_bytes // 2
+    assert peak <= 1.2 * panel_bytes, f"loader peak {peak / panel_bytes:.2f} x the float32 panel bytes"
 
 
 def test_chunked_load_matches_a_whole_frame_reference(tmp_path, monkeypatch):

@@ -114,17 +114,3 @@ def numpy_dtype(name: str):
 
         return np.dtype(ml_dtypes.bfloat16)
     return np.dtype(name)
-
-
-def cast_panel(X: np.ndarray, name: str) -> np.ndarray:
-    """``X`` in ``data.panel_dtype`` (round to nearest even), one day chunk at a time; ``X`` itself for float32.
-
-    Peak: ``X`` plus the half-size copy (1.5 x the float32 panel), never two float32 panels.
-    """
-    dtype = numpy_dtype(name)
-    if X.dtype == dtype:
-        return X
-    out = np.empty(X.shape, dtype=dtype)  # [D, N, F]
-    for c in chunk_slices(X.shape[0], X[0].nbytes):
-        out[c] = X[c]
-    return out

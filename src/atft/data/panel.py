@@ -21,8 +21,8 @@ import polars as pl
 
 from atft.config import cfg_get
 from atft.data.dense import (
-    cast_panel,
     chunk_slices,
+    column_chunks,
     fill_dense,
     finite_share_at_least,
     null_counts,
@@ -258,16 +258,20 @@ def load_panel(path, data_cfg, *, model_cfg=None, scaler: RobustScaler | None = 
     dtype = str(cfg_get(data_cfg, "panel_dtype", "float32"))
     numpy_dtype(dtype)  # refuse a bad value before the long read
     shape = (len(dates), len(codes))
-    X, bad_features = fill_dense(path, names, di, ni, shape)  # [D, N, F] float32, raw
     target_cols = [f"target_{h}d" for h in horizons]
     Y, bad_targets = fill_dense(path, target_cols, di, ni, shape)  # [D, N, H]
-    M = exists & finite_share_at_least(X, 0.5)  # [D, N]
     splits = date_splits(dates, cfg_get(data_cfg, "split"), max(horizons))
     fit = splits.train if fit_days is None else np.asarray(fit_days)
-    leakage_screen(X, Y, names, horizons, fit,
-                   cfg_get(cfg_get(data_cfg, "features"), "leakage_screen_max_abs_ic", 0.5))
+    max_ic = cfg_get(cfg_get(data_cfg, "features"), "leakage_screen_max_abs_ic", 0.5)
     return_col = cfg_get(cfg_get(model_cfg, "graph"), "return_feature", "returns_1d")
-    returns, source = graph_returns(X, names, Y, horizons, return_col)
+    if dtype != "float32":  # never a float32 panel: screen, scale and cast a few columns at a time
+        X, M, bad_features, scaler, returns, source = _load_half(
+            path, names, (di, ni, exists), Y, horizons, fit, max_ic, return_col, scaler, data_cfg, dtype)
+    else:
+        X, bad_features = fill_dense(path, names, di, ni, shape)  # [D, N, F] float32, raw
+        M = exists & finite_share_at_least(X, 0.5)  # [D, N]
+        leakage_screen(X, Y, names, horizons, fit, max_ic)
+        returns, source = graph_returns(X, names, Y, horizons, return_col)
     notes = [f"graph returns from {source}"]
     if isinstance(meta.get("source"), dict):
         notes.append(f"built by `atft dataset build` from source {meta['source'].get('name', '?')}")
@@ -278,15 +282,56 @@ def load_panel(path, data_cfg, *, model_cfg=None, scaler: RobustScaler | None = 
             log.warning("%s: %s", path.name, notes[-1])
     if source != return_col:
         log.warning("return feature %r not in %s: day-graph correlations use %s", return_col, path.name, source)
-    if scaler is None:
-        scaler = _fit_configured_scaler(X, M, fit, cfg_get(data_cfg, "scaling"), len(names))
-    X = cast_panel(scaler.transform_inplace(X), dtype)  # [D, N, F] NaN-free, in data.panel_dtype
+    if dtype == "float32":
+        if scaler is None:
+            scaler = _fit_configured_scaler(X, M, fit, cfg_get(data_cfg, "scaling"), len(names))
+        X = scaler.transform_inplace(X)  # [D, N, F] NaN-free
     log.info("panel %s: %d days x %d stocks x %d features (%s, %.2f GB), horizons %s", path.name, *shape,
              len(names), dtype, X.nbytes / 1e9, horizons)
     return Panel(X=X, M=M, Y=Y, Y_mask=np.isfinite(Y), dates=dates, codes=codes, feature_names=names,
                  horizons=horizons, sector_id=_daily_ids(df, "Sector", di, ni, shape),
                  market_id=_daily_ids(df, "Market", di, ni, shape), returns=returns, splits=splits, scaler=scaler,
                  source=str(path), notes=notes, nonfinite=nonfinite)
+
+
+def _load_half(path: Path, names: list[str], index, Y: np.ndarray, horizons: list[int], fit: np.ndarray,
+               max_ic: float, return_col: str, scaler: RobustScaler | None, data_cfg, dtype: str):
+    """A half-precision panel with no float32 panel beside it: the features are read twice, once for the
+    row mask ``M`` (finite share >= 0.5) and once to screen, fit, scale and cast each column chunk.
+
+    Returns ``X [D, N, F]`` in ``dtype``, ``M``, the non-finite counts, the scaler, graph returns and
+    their source (as the float32 path does).
+    """
+    di, ni, exists = index
+    shape = exists.shape
+    finite = np.zeros(shape, dtype=np.int32)  # [D, N] finite features per row
+    for cols in column_chunks(names, shape[0] * shape[1]):
+        finite += np.isfinite(fill_dense(path, cols, di, ni, shape)[0]).sum(-1, dtype=np.int32)
+    M = exists & (finite / len(names) >= 0.5)  # [D, N]
+    X = np.empty((*shape, len(names)), dtype=numpy_dtype(dtype))  # [D, N, F]
+    bad: dict[str, int] = {}
+    centers, scales, raw_returns = [], [], None
+    start = 0
+    for cols in column_chunks(names, shape[0] * shape[1]):
+        part, counts = fill_dense(path, cols, di, ni, shape)  # [D, N, k] float32 raw
+        bad.update(counts)
+        leakage_screen(part, Y, cols, horizons, fit, max_ic)
+        if return_col in cols:
+            raw_returns = part[..., cols.index(return_col)].copy()  # [D, N]
+        end = start + len(cols)
+        part_scaler = (_fit_configured_scaler(part, M, fit, cfg_get(data_cfg, "scaling"), len(cols))
+                       if scaler is None else RobustScaler(scaler.center[start:end], scaler.scale[start:end],
+                                                          scaler.clip))
+        centers.append(part_scaler.center)
+        scales.append(part_scaler.scale)
+        X[..., start:end] = part_scaler.transform_inplace(part)
+        start = end
+    if scaler is None:
+        scaler = RobustScaler(np.concatenate(centers), np.concatenate(scales), part_scaler.clip)
+    found = [] if raw_returns is None else [return_col]
+    returns, source = graph_returns(np.zeros((*shape, 0), np.float32) if raw_returns is None
+                                    else raw_returns[..., None], found, Y, horizons, return_col)
+    return X, M, bad, scaler, returns, source
 
 
 def _fit_configured_scaler(X: np.ndarray, M: np.ndarray, fit: np.ndarray, scaling, n_features: int) -> RobustScaler:
