@@ -190,6 +190,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small datasets, float32 and bfloat16 only")
     ap.add_argument("--steps", type=int, default=None, help="optimiser steps per probe (default 5, quick 2)")
     ap.add_argument("--dtypes", default=None, help="comma list (default float32,float16,bfloat16)")
+    ap.add_argument("--datasets", default="a,b", help="which of (a) the 5M-row and (b) the wide dataset")
     ap.add_argument("--baseline-src", default=None, help="an older checkout's src/: also measure it on (a)")
     ap.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
@@ -205,6 +206,8 @@ def main() -> None:
                                         if args.quick else [])
     rows = []
     for i, (label, path) in enumerate(datasets(args.quick)):
+        if "ab"[i] not in args.datasets.split(","):
+            continue
         runs = [(d, None) for d in dtypes]
         if args.baseline_src and i == 0:
             runs.insert(0, ("float32", args.baseline_src))
