@@ -5,7 +5,7 @@
 
 Each measurement is a fresh process (``--probe``) running ``atft train`` for a few optimiser steps, so its
 peak RSS is clean: the process's ``ru_maxrss`` at the last step (setup, panel load, ridge warm start,
-initial validation pass and the steps). Start-up is the wall time from the process's start to its first
+and the steps). Start-up is the wall time from the process's start to its first
 training step. Datasets: (a) the 5M-row synthetic market (``atft dataset build --source synthetic
 --stocks 4000 --days 1250``) and (b) an upstream-width dataset (>= 1M rows x >= 600 numeric columns):
 (a)'s first stocks plus noise columns and the leaky ``target_*_binary`` / target-encoding columns such
@@ -164,7 +164,7 @@ def render(result: dict) -> str:
     """The markdown section for ``benchmarks/results/latest.md``."""
     lines = ["## Training memory and start-up (`atft train`, setup + first steps)", "",
              f"Peak RSS of one `atft train` process through its first {result['steps']} optimiser steps (panel "
-             "load, ridge warm start, initial validation pass included) against the dense float32 panel "
+             "load, datamodule setup, ridge warm start included) against the dense float32 panel "
              f"`D x N x F x 4` bytes; goal <= 2 x panel + {GOAL_SLACK_GB} GB. Start-up: process start to the "
              "first training step. `graph cache/epoch` is the day-graph cache once an epoch has visited every "
              "day (not yet in the peak, which covers a few steps).", "",
