@@ -17,6 +17,8 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
+sys.path.insert(0, HERE)
+from bench_memory import render as render_memory  # noqa: E402
 
 
 def run(script: str, *args: str, thp: str | None = None, tag: str = "") -> dict:
@@ -140,10 +142,11 @@ def main() -> None:
     vsn = run("bench_vsn.py", *(["--hidden", "64"] if args.quick else []), thp="1")
     build = run("bench_build.py", *quick)  # 5M-row dataset build + pandas comparison (--quick: 150k rows)
     epoch = run("bench_epoch.py", *(["--stocks", "100", "--days", "300"] if args.quick else []))
-    sys.path.insert(0, HERE)
+    memory = run("bench_memory.py", *quick)  # big datasets: run `make bench` under the machine's big-run lock
     from bench_build import render as render_build
 
-    text = (table(steps, vsn) + "\n".join(epoch_section(epoch) + gpu_section()) + "\n\n" + render_build(build))
+    text = (table(steps, vsn) + "\n".join(epoch_section(epoch) + gpu_section()) + "\n\n" + render_build(build)
+            + "\n" + render_memory(memory))
     path = os.path.join(RESULTS, "latest.md")
     with open(path + ".tmp", "w") as fh:
         fh.write(text)

@@ -51,16 +51,32 @@ def read_json(path: str | Path, what: str = "file"):
                          f"restore or rebuild it") from None
 
 
-def read_parquet(path: str | Path, what: str = "file"):
-    """``polars.read_parquet``; a truncated or corrupt file is one ``InputError`` line naming it."""
+def read_parquet(path: str | Path, what: str = "file", columns: list[str] | None = None):
+    """``polars.read_parquet`` (only ``columns`` when given); a truncated or corrupt file is one ``InputError``
+    line naming it."""
     import polars as pl
 
     path = Path(path)
     try:
-        return pl.read_parquet(path)
+        return pl.read_parquet(path, columns=columns)
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file for the user
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise InputError(f"{what} {path} is not a readable parquet file (truncated or corrupt?): {first}") from None
+        raise _unreadable(path, what, exc) from None
+
+
+def parquet_schema(path: str | Path, what: str = "file") -> dict:
+    """Column name -> polars dtype of a parquet file, read from its footer (no data is read)."""
+    import polars as pl
+
+    path = Path(path)
+    try:
+        return dict(pl.read_parquet_schema(path))
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file for the user
+        raise _unreadable(path, what, exc) from None
+
+
+def _unreadable(path: Path, what: str, exc: Exception) -> InputError:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+    return InputError(f"{what} {path} is not a readable parquet file (truncated or corrupt?): {first}")
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -20,9 +20,18 @@ import numpy as np
 import polars as pl
 
 from atft.config import cfg_get
+from atft.data.dense import (
+    chunk_slices,
+    column_chunks,
+    fill_dense,
+    finite_share_at_least,
+    null_counts,
+    numpy_dtype,
+)
+from atft.data.screen import leakage_screen
 from atft.data.splits import Splits, date_splits
 from atft.errors import InputError
-from atft.io_utils import read_json, read_parquet
+from atft.io_utils import parquet_schema, read_json, read_parquet
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +50,18 @@ class RobustScaler:
     clip: float = 5.0
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        out = (x - self.center) / self.scale
-        np.clip(out, -self.clip, self.clip, out=out)
-        return np.nan_to_num(out, nan=0.0).astype(np.float32)
+        """A scaled float32 copy of ``x [..., F]``."""
+        return self.transform_inplace(np.array(x, dtype=np.float32))
+
+    def transform_inplace(self, x: np.ndarray) -> np.ndarray:
+        """Scale float32 ``x [D, N, F]`` in place, one day chunk at a time (no full-size temporaries)."""
+        for c in chunk_slices(x.shape[0], x[0].nbytes) if x.ndim == 3 else [slice(None)]:
+            v = x[c]  # a view
+            v -= self.center
+            v /= self.scale
+            np.clip(v, -self.clip, self.clip, out=v)
+            np.nan_to_num(v, copy=False, nan=0.0)
+        return x
 
     def to_dict(self, names: list[str]) -> dict:
         return {"clip": self.clip, "features": {n: [float(c), float(s)] for n, c, s in
@@ -54,7 +72,7 @@ class RobustScaler:
 class Panel:
     """The dataset as dense arrays (see module docstring for the letters)."""
 
-    X: np.ndarray  # [D, N, F] float32, scaled, NaN-free (missing -> 0)
+    X: np.ndarray  # [D, N, F] data.panel_dtype (float32 / float16 / bfloat16), scaled, NaN-free (missing -> 0)
     M: np.ndarray  # [D, N] bool: row exists and its features are mostly finite
     Y: np.ndarray  # [D, N, H] float32 raw forward returns, NaN where unknown
     Y_mask: np.ndarray  # [D, N, H] bool
@@ -76,20 +94,34 @@ class Panel:
         return self.X.shape  # type: ignore[return-value]
 
 
-def _read(path: Path) -> pl.DataFrame:
+def _read_keys(path: Path) -> tuple[dict, pl.DataFrame]:
+    """The file's schema and its key / label columns (``Code``, ``Date``, ``Sector``, ``Market``) only."""
     if not path.is_file():
         raise InputError(f"dataset {path} does not exist (build one with `atft dataset build`)")
-    df = read_parquet(path, "dataset")
+    schema = parquet_schema(path, "dataset")
     for col in ("Code", "Date"):
-        if col not in df.columns:
+        if col not in schema:
             raise InputError(f"dataset {path} has no {col!r} column (expected Code, Date, features, target_*d)")
-    df = df.with_columns(pl.col("Code").cast(pl.Utf8), pl.col("Date").cast(pl.Date))
-    dup = df.select(pl.struct("Code", "Date").is_duplicated().sum()).item()
-    if dup:
+    df = read_parquet(path, "dataset", columns=[c for c in META_COLUMNS if c in schema])
+    return schema, df.with_columns(pl.col("Code").cast(pl.Utf8), pl.col("Date").cast(pl.Date))
+
+
+def _index(df: pl.DataFrame, path: Path):
+    """Sorted ``dates [D]`` and ``codes [N]``, each row's ``di, ni [R]`` and ``exists [D, N]``; refuses
+    duplicate (Code, Date) rows (found as fewer cells than rows, then named by the slower exact check)."""
+    date_levels, code_levels = df["Date"].unique().sort(), df["Code"].unique().sort()
+    dates = date_levels.to_numpy().astype("datetime64[D]")  # [D]
+    codes = code_levels.to_numpy().astype(str)  # [N] (UTF-8 byte order = code point order = np.sort's)
+    di = date_levels.search_sorted(df["Date"]).to_numpy().astype(np.int64)  # [R], no per-row Python objects
+    ni = code_levels.search_sorted(df["Code"]).to_numpy().astype(np.int64)  # [R]
+    exists = np.zeros((len(dates), len(codes)), dtype=bool)  # [D, N]
+    exists[di, ni] = True
+    if exists.sum() != df.height:
+        dup = df.select(pl.struct("Code", "Date").is_duplicated().sum()).item()
         first = df.filter(pl.struct("Code", "Date").is_duplicated()).row(0, named=True)
         raise InputError(f"dataset {path} has {dup} duplicate (Code, Date) rows, e.g. "
                          f"Code={first['Code']} Date={first['Date']}; expected one row per stock and day")
-    return df
+    return dates, codes, di, ni, exists
 
 
 def read_sidecar(path: Path) -> dict:
@@ -123,43 +155,30 @@ def is_target_derived(name: str) -> bool:
     return "target" in name.lower() or name.lower().startswith("oracle_")
 
 
-def detect_features(df: pl.DataFrame, features_cfg, path: Path) -> list[str]:
-    """Numeric non-target columns, or the explicit include list; minus the exclude list."""
+def detect_features(schema: dict, features_cfg, path: Path) -> list[str]:
+    """Numeric non-target columns of ``schema`` (name -> polars dtype), or the explicit include list; minus
+    the exclude list and all-null columns (counted from the parquet's footer statistics)."""
     include = list(cfg_get(features_cfg, "include", []) or [])
     exclude = set(cfg_get(features_cfg, "exclude", []) or [])
     if include:
         for name in include:
-            if name not in df.columns:
+            if name not in schema:
                 raise InputError(f"data.features.include names {name!r}, which is not a column of {path}")
             if is_target_derived(name):
                 raise InputError(f"data.features.include names {name!r}: target-derived columns are never features")
         names = include
     else:
-        names = [c for c, t in df.schema.items()
+        names = [c for c, t in schema.items()
                  if c not in META_COLUMNS and (t.is_numeric() or t == pl.Boolean) and not is_target_derived(c)]
     names = [n for n in names if n not in exclude]
-    null_only = [n for n in names if df[n].null_count() == df.height]
+    nulls, rows = null_counts(path, names)
+    null_only = [n for n in names if nulls[n] == rows]
     if null_only:
         log.warning("dropping %d all-null feature columns, e.g. %s", len(null_only), null_only[0])
         names = [n for n in names if n not in null_only]
     if not names:
         raise InputError(f"dataset {path} has no usable feature columns (numeric, not target-derived)")
     return names
-
-
-def _dense(df: pl.DataFrame, columns: list[str], di: np.ndarray, ni: np.ndarray, shape) -> np.ndarray:
-    """Scatter long rows into a dense ``[D, N, len(columns)]`` float32 array, NaN where missing."""
-    out = np.full((*shape, len(columns)), np.nan, dtype=np.float32)  # [D, N, K]
-    values = df.select(pl.col(c).cast(pl.Float32) for c in columns).to_numpy().astype(np.float32, copy=False)
-    out[di, ni] = np.where(np.isfinite(values), values, np.nan)
-    return out
-
-
-def nonfinite_counts(df: pl.DataFrame, columns: list[str]) -> dict[str, int]:
-    """Per column, the values that are present (not null) but NaN or +-inf; only columns that have any."""
-    exprs = [pl.col(c).cast(pl.Float64).is_finite().not_().sum().alias(c) for c in columns]
-    counts = df.select(exprs).row(0, named=True) if exprs else {}
-    return {c: int(n) for c, n in counts.items() if n}
 
 
 def _nonfinite_note(counts: dict[str, int], what: str, action: str) -> str:
@@ -174,56 +193,31 @@ def _daily_ids(df: pl.DataFrame, col: str, di: np.ndarray, ni: np.ndarray, shape
     ids = np.full(shape, -1, dtype=np.int32)  # [D, N] (int32: 40 MB for 2,500 days x 4,000 stocks)
     if col not in df.columns:
         return ids
-    labels = df[col].cast(pl.Utf8)
-    levels = sorted(labels.drop_nulls().unique().to_list())
-    codes = labels.replace_strict(levels, list(range(len(levels))), default=-1, return_dtype=pl.Int32)
-    ids[di, ni] = codes.to_numpy()
+    ranks = df[col].cast(pl.Utf8).rank("dense")  # 1.. in sorted label order, null where unlabelled
+    ids[di, ni] = (ranks.cast(pl.Int32) - 1).fill_null(-1).to_numpy()
     return ids
 
 
-def _daily_ic(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Mean over days of the cross-sectional Pearson correlation. x [D, N, F], y [D, N] -> [F]."""
-    valid = np.isfinite(x) & np.isfinite(y)[..., None]  # [D, N, F]
-    n = valid.sum(1)  # [D, F]
-    xv = np.where(valid, x, 0.0)
-    yv = np.where(valid, y[..., None], 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        xc = np.where(valid, xv - xv.sum(1, keepdims=True) / np.maximum(n, 1)[:, None], 0.0)
-        yc = np.where(valid, yv - yv.sum(1, keepdims=True) / np.maximum(n, 1)[:, None], 0.0)
-        corr = (xc * yc).sum(1) / np.sqrt((xc**2).sum(1) * (yc**2).sum(1))  # [D, F]
-    corr = np.where(n >= 3, corr, np.nan)
-    with np.errstate(invalid="ignore"), np.testing.suppress_warnings() as sup:
-        sup.filter(RuntimeWarning)
-        return np.nanmean(corr, axis=0)
-
-
-def leakage_screen(X: np.ndarray, Y: np.ndarray, names: list[str], horizons: list[int], days: np.ndarray,
-                   max_abs_ic: float) -> None:
-    """Refuse any feature whose |mean daily IC| with a forward target exceeds ``max_abs_ic``."""
-    if max_abs_ic is None or max_abs_ic <= 0 or len(days) == 0:
-        return
-    for k, h in enumerate(horizons):
-        ic = _daily_ic(X[days], Y[days, :, k])  # [F]
-        bad = np.flatnonzero(np.abs(np.nan_to_num(ic)) > max_abs_ic)
-        if len(bad):
-            f = int(bad[np.argmax(np.abs(ic[bad]))])
-            raise InputError(f"feature {names[f]!r} has mean daily IC {ic[f]:+.3f} with target_{h}d on the "
-                             f"training dates (> data.features.leakage_screen_max_abs_ic={max_abs_ic}); it "
-                             f"looks derived from the future - exclude it via data.features.exclude")
-
-
 def fit_scaler(X: np.ndarray, M: np.ndarray, days: np.ndarray, clip: float, seed: int = 0) -> RobustScaler:
-    """Median / IQR per feature over the valid rows of ``days`` (training dates only)."""
-    rows = X[days][M[days]]  # [R, F]
-    if len(rows) > MAX_SCALER_ROWS:
-        rows = rows[np.random.default_rng(seed).choice(len(rows), MAX_SCALER_ROWS, replace=False)]
-    with np.testing.suppress_warnings() as sup:
-        sup.filter(RuntimeWarning)
-        q25, q50, q75 = np.nanpercentile(rows, [25, 50, 75], axis=0) if len(rows) else (None,) * 3
-    if q50 is None:
+    """Median / IQR per feature over the valid rows of ``days`` (training dates only).
+
+    Beyond ``MAX_SCALER_ROWS`` valid rows, a seeded subsample; only the chosen rows are gathered.
+    """
+    days = np.asarray(days)
+    di, ni = np.nonzero(M[days])  # valid rows in day-major order
+    if len(di) > MAX_SCALER_ROWS:
+        pick = np.random.default_rng(seed).choice(len(di), MAX_SCALER_ROWS, replace=False)
+        di, ni = di[pick], ni[pick]
+    if len(di) == 0:
         raise InputError("no valid feature rows on the training dates to fit the scaler")
+    q25, q50, q75, std = np.empty((4, X.shape[2]), dtype=X.dtype)  # [F] each, float32 like the sample
+    for c in chunk_slices(X.shape[2], 4 * len(di)):  # a few feature columns of the sample at a time
+        rows = X[days[di], ni, c]  # [R, k]
+        with np.testing.suppress_warnings() as sup:
+            sup.filter(RuntimeWarning)
+            q25[c], q50[c], q75[c] = np.nanpercentile(rows, [25, 50, 75], axis=0)
+            std[c] = np.nanstd(rows, axis=0)
     scale = (q75 - q25) / IQR_TO_STD
-    std = np.nanstd(rows, axis=0)
     scale = np.where(np.isfinite(scale) & (scale > 1e-12), scale, np.where(std > 1e-12, std, 1.0))
     return RobustScaler(np.nan_to_num(q50).astype(np.float32), scale.astype(np.float32), float(clip))
 
@@ -256,48 +250,95 @@ def load_panel(path, data_cfg, *, model_cfg=None, scaler: RobustScaler | None = 
         fit_days: day indices to fit the screen and scaler on; None -> the training split.
     """
     path = Path(path)
-    df = _read(path)
+    schema, df = _read_keys(path)  # [R] keys and labels only; features are read column by column
+    dates, codes, di, ni, exists = _index(df, path)
     meta = read_sidecar(path)
-    horizons = detect_horizons(df.columns, cfg_get(data_cfg, "horizons"), path)
-    names = detect_features(df, cfg_get(data_cfg, "features"), path)
-    dates = np.sort(df["Date"].unique().to_numpy()).astype("datetime64[D]")
-    codes = np.sort(df["Code"].unique().to_numpy().astype(str))
-    di = np.searchsorted(dates, df["Date"].to_numpy().astype("datetime64[D]"))
-    ni = np.searchsorted(codes, df["Code"].to_numpy().astype(str))
+    horizons = detect_horizons(list(schema), cfg_get(data_cfg, "horizons"), path)
+    names = detect_features(schema, cfg_get(data_cfg, "features"), path)
+    dtype = str(cfg_get(data_cfg, "panel_dtype", "float32"))
+    numpy_dtype(dtype)  # refuse a bad value before the long read
     shape = (len(dates), len(codes))
-    X = _dense(df, names, di, ni, shape)  # [D, N, F]
-    Y = _dense(df, [f"target_{h}d" for h in horizons], di, ni, shape)  # [D, N, H]
-    exists = np.zeros(shape, dtype=bool)
-    exists[di, ni] = True
-    M = exists & (np.isfinite(X).mean(-1) >= 0.5)  # [D, N]
+    target_cols = [f"target_{h}d" for h in horizons]
+    Y, bad_targets = fill_dense(path, target_cols, di, ni, shape)  # [D, N, H]
     splits = date_splits(dates, cfg_get(data_cfg, "split"), max(horizons))
     fit = splits.train if fit_days is None else np.asarray(fit_days)
-    leakage_screen(X, Y, names, horizons, fit,
-                   cfg_get(cfg_get(data_cfg, "features"), "leakage_screen_max_abs_ic", 0.5))
+    max_ic = cfg_get(cfg_get(data_cfg, "features"), "leakage_screen_max_abs_ic", 0.5)
     return_col = cfg_get(cfg_get(model_cfg, "graph"), "return_feature", "returns_1d")
-    returns, source = graph_returns(X, names, Y, horizons, return_col)
+    if dtype != "float32":  # never a float32 panel: screen, scale and cast a few columns at a time
+        X, M, bad_features, scaler, returns, source = _load_half(
+            path, names, (di, ni, exists), Y, horizons, fit, max_ic, return_col, scaler, data_cfg, dtype)
+    else:
+        X, bad_features = fill_dense(path, names, di, ni, shape)  # [D, N, F] float32, raw
+        M = exists & finite_share_at_least(X, 0.5)  # [D, N]
+        leakage_screen(X, Y, names, horizons, fit, max_ic)
+        returns, source = graph_returns(X, names, Y, horizons, return_col)
     notes = [f"graph returns from {source}"]
     if isinstance(meta.get("source"), dict):
         notes.append(f"built by `atft dataset build` from source {meta['source'].get('name', '?')}")
-    nonfinite = {"features": nonfinite_counts(df, names),
-                 "targets": nonfinite_counts(df, [f"target_{h}d" for h in horizons])}
+    nonfinite = {"features": bad_features, "targets": bad_targets}
     for what, key, action in (("feature", "features", "treated as missing"), ("target", "targets", "masked")):
-        if nonfinite[key]:  # _dense already turned them into NaN: a missing feature, a masked target
+        if nonfinite[key]:  # fill_dense already turned them into NaN: a missing feature, a masked target
             notes.append(_nonfinite_note(nonfinite[key], what, action))
             log.warning("%s: %s", path.name, notes[-1])
     if source != return_col:
         log.warning("return feature %r not in %s: day-graph correlations use %s", return_col, path.name, source)
-    if scaler is None:
-        scaling = cfg_get(data_cfg, "scaling")
-        if cfg_get(scaling, "method", "robust") not in ("robust", "none"):
-            raise InputError(f"data.scaling.method={cfg_get(scaling, 'method')!r}: expected robust or none")
-        if cfg_get(scaling, "method", "robust") == "none":
-            scaler = RobustScaler(np.zeros(len(names), np.float32), np.ones(len(names), np.float32), np.inf)
-        else:
-            scaler = fit_scaler(X, M, fit, cfg_get(scaling, "clip", 5.0))
-    X = scaler.transform(X)  # [D, N, F] NaN-free
-    log.info("panel %s: %d days x %d stocks x %d features, horizons %s", path.name, *shape, len(names), horizons)
+    if dtype == "float32":
+        if scaler is None:
+            scaler = _fit_configured_scaler(X, M, fit, cfg_get(data_cfg, "scaling"), len(names))
+        X = scaler.transform_inplace(X)  # [D, N, F] NaN-free
+    log.info("panel %s: %d days x %d stocks x %d features (%s, %.2f GB), horizons %s", path.name, *shape,
+             len(names), dtype, X.nbytes / 1e9, horizons)
     return Panel(X=X, M=M, Y=Y, Y_mask=np.isfinite(Y), dates=dates, codes=codes, feature_names=names,
                  horizons=horizons, sector_id=_daily_ids(df, "Sector", di, ni, shape),
                  market_id=_daily_ids(df, "Market", di, ni, shape), returns=returns, splits=splits, scaler=scaler,
                  source=str(path), notes=notes, nonfinite=nonfinite)
+
+
+def _load_half(path: Path, names: list[str], index, Y: np.ndarray, horizons: list[int], fit: np.ndarray,
+               max_ic: float, return_col: str, scaler: RobustScaler | None, data_cfg, dtype: str):
+    """A half-precision panel with no float32 panel beside it: the features are read twice, once for the
+    row mask ``M`` (finite share >= 0.5) and once to screen, fit, scale and cast each column chunk.
+
+    Returns ``X [D, N, F]`` in ``dtype``, ``M``, the non-finite counts, the scaler, graph returns and
+    their source (as the float32 path does).
+    """
+    di, ni, exists = index
+    shape = exists.shape
+    finite = np.zeros(shape, dtype=np.int32)  # [D, N] finite features per row
+    for cols in column_chunks(names, shape[0] * shape[1]):
+        finite += np.isfinite(fill_dense(path, cols, di, ni, shape)[0]).sum(-1, dtype=np.int32)
+    M = exists & (finite / len(names) >= 0.5)  # [D, N]
+    X = np.empty((*shape, len(names)), dtype=numpy_dtype(dtype))  # [D, N, F]
+    bad: dict[str, int] = {}
+    centers, scales, raw_returns = [], [], None
+    start = 0
+    for cols in column_chunks(names, shape[0] * shape[1]):
+        part, counts = fill_dense(path, cols, di, ni, shape)  # [D, N, k] float32 raw
+        bad.update(counts)
+        leakage_screen(part, Y, cols, horizons, fit, max_ic)
+        if return_col in cols:
+            raw_returns = part[..., cols.index(return_col)].copy()  # [D, N]
+        end = start + len(cols)
+        part_scaler = (_fit_configured_scaler(part, M, fit, cfg_get(data_cfg, "scaling"), len(cols))
+                       if scaler is None else RobustScaler(scaler.center[start:end], scaler.scale[start:end],
+                                                          scaler.clip))
+        centers.append(part_scaler.center)
+        scales.append(part_scaler.scale)
+        X[..., start:end] = part_scaler.transform_inplace(part)
+        start = end
+    if scaler is None:
+        scaler = RobustScaler(np.concatenate(centers), np.concatenate(scales), part_scaler.clip)
+    found = [] if raw_returns is None else [return_col]
+    returns, source = graph_returns(np.zeros((*shape, 0), np.float32) if raw_returns is None
+                                    else raw_returns[..., None], found, Y, horizons, return_col)
+    return X, M, bad, scaler, returns, source
+
+
+def _fit_configured_scaler(X: np.ndarray, M: np.ndarray, fit: np.ndarray, scaling, n_features: int) -> RobustScaler:
+    """``data.scaling``: robust (fitted on ``fit`` days) or none (identity, no clip)."""
+    method = cfg_get(scaling, "method", "robust")
+    if method not in ("robust", "none"):
+        raise InputError(f"data.scaling.method={method!r}: expected robust or none")
+    if method == "none":
+        return RobustScaler(np.zeros(n_features, np.float32), np.ones(n_features, np.float32), np.inf)
+    return fit_scaler(X, M, fit, cfg_get(scaling, "clip", 5.0))

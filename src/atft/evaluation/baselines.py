@@ -40,7 +40,7 @@ def _rows(panel, days: np.ndarray, k: int, rng: np.random.Generator, limit: int 
     if len(di) > limit:
         pick = np.sort(rng.choice(len(di), limit, replace=False))
         di, ni = di[pick], ni[pick]
-    return panel.X[days[di], ni], z[di, ni]
+    return np.asarray(panel.X[days[di], ni], dtype=np.float32), z[di, ni]  # float32 also from a half panel
 
 
 def _predict_days(panel, days: np.ndarray, predict_fn) -> np.ndarray:
@@ -49,7 +49,7 @@ def _predict_days(panel, days: np.ndarray, predict_fn) -> np.ndarray:
     days = np.asarray(days)
     di, ni = np.nonzero(panel.M[days])
     if len(di):
-        out[days[di], ni] = predict_fn(panel.X[days[di], ni])
+        out[days[di], ni] = predict_fn(np.asarray(panel.X[days[di], ni], dtype=np.float32))
     return out
 
 

@@ -96,7 +96,8 @@ class DayGraphBuilder:
         window: W, days in the correlation window (default 60).
         k: neighbours per stock (default 10).
         min_periods: observations a stock needs in the window (default max(2, W // 2)).
-        cache_days: days kept in the LRU cache (default 1024; ~0.3 MB per 4,000-stock day).
+        cache_days: days kept in the LRU cache (default 1024; ~12 bytes per edge, ~0.3-0.6 MB per
+            4,000-stock day at k=10).
         residual: ``none`` | ``market`` | ``sector``: correlate returns net of that day's market or
             sector mean (``residual_returns``).
 
@@ -136,7 +137,7 @@ class DayGraphBuilder:
 
     def _build(self, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         stocks = np.flatnonzero(self.valid[d])  # [n]
-        empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+        empty = (np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32))
         if len(stocks) < 2:
             return empty
         window = self.returns[max(0, d - self.window + 1): d + 1, stocks]  # [W, n], days <= d only
@@ -150,7 +151,8 @@ class DayGraphBuilder:
         dst = top.indices.numpy()[keep]
         both = np.unique(np.concatenate([src * len(stocks) + dst, dst * len(stocks) + src]))  # symmetrise
         src, dst = both // len(stocks), both % len(stocks)
-        return stocks[src], stocks[dst], corr.numpy()[src, dst].astype(np.float32)
+        # int32 stock indices: the cache holds every visited day, so its size is the panel's days x edges
+        return stocks[src].astype(np.int32), stocks[dst].astype(np.int32), corr.numpy()[src, dst].astype(np.float32)
 
     def graph(self, d: int, stock_idx) -> tuple[torch.Tensor, torch.Tensor]:
         """Edges of day ``d`` among ``stock_idx`` (panel indices), re-indexed to 0..len(stock_idx)-1,

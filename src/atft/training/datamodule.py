@@ -1,8 +1,9 @@
 """Panel -> day batches for the LightningModule (batch contract in docs/architecture.md).
 
 Windows ``X[d-T+1 : d+1, n]`` are gathered by index from the panel tensor at batch time; no array of
-windows is ever built. The panel is padded once in front with ``T-1`` empty days so that early days
-gather a zero-filled (and masked) history instead of wrapping around.
+windows is ever built, and no padded copy of the panel: history positions before the first day are
+clamped to day 0 when gathering and then zeroed and masked, so early days see an empty history instead
+of wrapping around. A half-precision panel (``data.panel_dtype``) is cast to float32 per batch.
 
 Where the windows are gathered:
 - CPU (default): in the DataLoader workers (``train.batch.num_workers``), so batches arrive complete.
@@ -41,35 +42,44 @@ class PanelWindows:
 
     def __init__(self, panel: Panel, lookback: int, min_history_frac: float = 0.5, target_norm: str = "zscore",
                  winsorize_sigma: float = 3.0):
-        D, N, F = panel.X.shape
+        N = panel.X.shape[1]
         self.T = int(lookback)
-        pad = self.T - 1
-        self.x = torch.from_numpy(np.concatenate([np.zeros((pad, N, F), np.float32), panel.X]))  # [D+T-1, N, F]
-        valid = np.concatenate([np.zeros((pad, N), bool), panel.M])  # [D+T-1, N]
-        csum = np.concatenate([np.zeros((1, N), np.int64), np.cumsum(valid, 0)])  # [D+T, N]
-        history = csum[self.T:] - csum[:-self.T]  # [D, N] valid days in each window
+        self.x = panel_tensor(panel.X)  # [D, N, F] shares panel.X's memory
+        self.valid = torch.from_numpy(panel.M)  # [D, N] step mask for the model
+        csum = np.concatenate([np.zeros((1, N), np.int64), np.cumsum(panel.M, 0)])  # [D+1, N]
+        first = np.maximum(np.arange(1, len(csum)) - self.T, 0)  # [D] row of csum before each window
+        history = csum[1:] - csum[first]  # [D, N] valid days in each window
         need = int(np.ceil(float(min_history_frac) * self.T))
         self.sample_ok = panel.M & (history >= max(need, 1))  # [D, N]
-        self.valid = torch.from_numpy(valid)  # [D+T-1, N] step mask for the model
         self.y = torch.from_numpy(np.nan_to_num(panel.Y, nan=0.0))  # [D, N, H]
         self.y_mask = torch.from_numpy(panel.Y_mask)  # [D, N, H]
         # per-day normalised targets for the loss; metrics keep the raw y
         self.y_norm = torch.from_numpy(cross_sectional_targets(
             panel.Y, panel.Y_mask, target_norm, winsorize_sigma, scale_days=panel.splits.train))  # [D, N, H]
-        self.offsets = torch.arange(self.T)  # [T]
+        self.offsets = torch.arange(1 - self.T, 1)  # [T] day offsets -T+1 .. 0
 
     def to(self, device) -> PanelWindows:
         self.x, self.valid, self.offsets = self.x.to(device), self.valid.to(device), self.offsets.to(device)
         return self
 
     def gather(self, date_idx: torch.Tensor, stock_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Windows of the samples: padded row ``d + t`` is day ``d - T + 1 + t``.
+        """Windows of the samples: step ``t`` is day ``d - T + 1 + t`` (before day 0: zeros, masked).
 
-        Returns ``x [B, T, F]`` and the step mask ``x_mask [B, T]`` (True where the day's row is valid).
+        Returns float32 ``x [B, T, F]`` and the step mask ``x_mask [B, T]`` (True where the day's row is valid).
         """
-        rows = date_idx.to(self.x.device)[:, None] + self.offsets[None, :]  # [B, T]
+        days = date_idx.to(self.x.device)[:, None] + self.offsets[None, :]  # [B, T]
+        before = days < 0  # [B, T] history before the panel's first day
+        rows = days.clamp(min=0)
         cols = stock_idx.to(self.x.device)[:, None]  # [B, 1]
-        return self.x[rows, cols], self.valid[rows, cols]  # [B, T, F], [B, T]
+        x = self.x[rows, cols].float().masked_fill_(before[..., None], 0.0)  # [B, T, F]
+        return x, self.valid[rows, cols] & ~before  # [B, T, F], [B, T]
+
+
+def panel_tensor(X: np.ndarray) -> torch.Tensor:
+    """``X`` as a torch tensor sharing its memory (bfloat16 from ml_dtypes is viewed through its bits)."""
+    if X.dtype.name == "bfloat16":
+        return torch.from_numpy(X.view(np.uint16)).view(torch.bfloat16)
+    return torch.from_numpy(X)
 
 
 class DayBatchDataset(Dataset):
@@ -133,12 +143,15 @@ def build_graph_builder(panel: Panel, model_cfg):
     from atft.graph.day_graph import DayGraphBuilder
 
     valid = panel.M & np.isfinite(panel.returns)  # [D, N]
-    # cache every day of the panel (~0.3 MB per 4,000-stock day): with shuffled days an LRU smaller than
-    # the panel would rebuild a correlation matrix and top-k inside the training step on most misses
+    # cache every day the loaders visit (train, validation and test days; ~0.3-0.6 MB per 4,000-stock day):
+    # with shuffled days an LRU smaller than that would rebuild a correlation matrix and top-k inside the
+    # training step on most misses, and a larger one would only hold embargo days no loader asks for
+    splits = getattr(panel, "splits", None)
+    visited = len(panel.dates) if splits is None else sum(len(getattr(splits, s)) for s in ("train", "val", "test"))
     return DayGraphBuilder(panel.returns, valid, panel.sector_id, panel.market_id,
                            window=int(model_cfg.graph.window), k=int(model_cfg.graph.k),
                            min_periods=_min_periods(model_cfg.graph),
-                           cache_days=max(1024, len(panel.dates)),
+                           cache_days=max(1, visited),
                            residual=str(cfg_get(model_cfg.graph, "residual", "none")))  # runs before the knob: none
 
 

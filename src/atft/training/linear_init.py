@@ -36,7 +36,7 @@ def ridge_fit(X: np.ndarray, ok: np.ndarray, Y_norm: np.ndarray, Y_mask: np.ndar
         x = X[days[di], ni].astype(np.float64)  # [R, F]
         y = Y_norm[days[di], ni, k].astype(np.float64)  # [R]
         mx, my = x.mean(0), y.mean()
-        xc = x - mx
-        weight[:, k] = np.linalg.solve(xc.T @ xc + alpha * np.eye(F), xc.T @ (y - my))
+        x -= mx  # centred in place: at 600 features one [R, F] float64 copy is ~1 GB
+        weight[:, k] = np.linalg.solve(x.T @ x + alpha * np.eye(F), x.T @ (y - my))
         bias[k] = my - mx @ weight[:, k]
     return weight, bias

@@ -9,7 +9,9 @@ reported numbers), the books at the execution lag ``train.eval.lag`` (default 1,
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 
 import lightning.pytorch as pl
 import numpy as np
@@ -21,6 +23,9 @@ from atft.errors import InputError
 from atft.evaluation.metrics import TRADEABLE_LAG, evaluate_predictions
 from atft.model import NoPath, build_model
 from atft.training.losses import multi_horizon_loss
+
+log = logging.getLogger("atft.training")
+_IMPORTED_AT = time.time()
 
 
 def dense_predictions(date_idx: np.ndarray, stock_idx: np.ndarray, pred: np.ndarray, y: np.ndarray,
@@ -43,6 +48,16 @@ def dense_predictions(date_idx: np.ndarray, stock_idx: np.ndarray, pred: np.ndar
     valid[di, ni] = True
     return {"pred": out_pred, "target": out_target, "mask": out_mask, "valid": valid, "days": days,
             "stocks": stocks}
+
+
+def seconds_since_process_start() -> float:
+    """Wall seconds since this process was started (start-up time, interpreter and imports included)."""
+    try:
+        import psutil
+
+        return time.time() - psutil.Process().create_time()
+    except ImportError:  # psutil is optional: fall back to the time since this module was imported
+        return time.time() - _IMPORTED_AT
 
 
 def warmup_cosine(step: int, total: int, warmup: int) -> float:
@@ -130,6 +145,9 @@ class ATFTLightningModule(pl.LightningModule):
         self._train_losses = []
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        if not getattr(self, "_started", False):
+            self._started = True
+            log.info("first training step: %.1f s after the process started", seconds_since_process_start())
         if batch_idx == 0:
             # dropout depends only on (seed, epoch, rank), so a resumed run continues exactly. Seeded here,
             # after the epoch's DataLoader iterator has drawn its base seed (a resume changes that order).

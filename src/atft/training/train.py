@@ -225,21 +225,37 @@ def _val_daily(module: ATFTLightningModule, dm: PanelDataModule, key: str) -> np
 
 
 def initial_candidate(module: ATFTLightningModule, dm: PanelDataModule) -> dict | None:
-    """The model before training as a selection candidate: its validation score, daily series and weights.
+    """The model before training as a selection candidate: its weights now; its validation score and daily
+    series once training is over (``score_initial``), so that validation pass is not part of the start-up.
 
     ``train.checkpoint.include_init`` (default true) with a monitor of ``MONITORED_METRICS``; None otherwise.
     With the ridge warm start this is the linear model, so the selected model is never worse than it
     on validation.
     """
     ck = module.cfg.train.checkpoint
-    key = MONITORED_METRICS.get(str(ck.monitor))
-    if not ck.get("include_init", False) or key is None:
+    if not ck.get("include_init", False) or MONITORED_METRICS.get(str(ck.monitor)) is None:
         return None
+    return {"score": None, "state": _weights(module)}
+
+
+def _weights(module) -> dict:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def score_initial(module: ATFTLightningModule, dm: PanelDataModule, init: dict | None) -> dict | None:
+    """Fill in ``init["score"]``: the validation score of the initial weights (``module`` keeps its own)."""
+    if init is None or init["score"] is not None:
+        return init
+    ck = module.cfg.train.checkpoint
+    trained = _weights(module)
+    module.load_state_dict(init["state"])
     metrics, _ = _split_metrics(module, dm, "val", float(module.cfg.train.eval.cost_bps))
-    score = float(metrics[f"{module.primary_horizon}d"][key])
-    log.info("Initial model (before training): val %s %.4f", ck.monitor, score)
-    return {"score": score, "state": {k: v.detach().clone() for k, v in module.state_dict().items()},
-            "daily": _val_daily(module, dm, key), "key": key}
+    key = MONITORED_METRICS[str(ck.monitor)]
+    init["score"] = float(metrics[f"{module.primary_horizon}d"][key])
+    init["daily"], init["key"] = _val_daily(module, dm, key), key  # for the margin rule of select_model
+    module.load_state_dict(trained)
+    log.info("Initial model (before training): val %s %.4f", ck.monitor, init["score"])
+    return init
 
 
 def _prefer_initial(init: dict | None, best_score, mode: str) -> bool:
@@ -318,7 +334,7 @@ def evaluate_best(module, dm: PanelDataModule, checkpoint: ModelCheckpoint, run_
     With ``score_test=False`` (hyper-parameter search) only validation is scored: ``"test"`` is None.
     ``timing`` (the training's :meth:`ProgressLog.summary`) goes to ``info.timing`` with the scoring times.
     """
-    chosen = select_model(module, dm, checkpoint, init)
+    chosen = select_model(module, dm, checkpoint, score_initial(module, dm, init))
     best = selected_path(checkpoint)
     cost = float(module.cfg.train.eval.cost_bps)
     val_metrics, val_out = _split_metrics(module, dm, "val", cost)
