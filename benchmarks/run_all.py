@@ -20,11 +20,14 @@ RESULTS = os.path.join(HERE, "results")
 sys.path.insert(0, HERE)
 from bench_memory import render as render_memory  # noqa: E402
 
+RENDER_ONLY = False  # --render-only: re-render latest.md from the saved JSON results, running nothing
+
 
 def run(script: str, *args: str, thp: str | None = None, tag: str = "") -> dict:
     out = os.path.join(RESULTS, script.replace(".py", f"{tag}.json").replace("bench_", ""))
     env = dict(os.environ) if thp is None else {**os.environ, "THP_MEM_ALLOC_ENABLE": thp}
-    subprocess.run([sys.executable, os.path.join(HERE, script), *args, "--out", out], check=True, env=env)
+    if not RENDER_ONLY:
+        subprocess.run([sys.executable, os.path.join(HERE, script), *args, "--out", out], check=True, env=env)
     with open(out) as fh:
         return json.load(fh)
 
@@ -36,8 +39,10 @@ def table(steps: list[dict], vsn: dict) -> str:
         "",
         f"CPU, {env['threads']} threads (OMP_WAIT_POLICY {env.get('OMP_WAIT_POLICY', 'unset')}, both sides), fp32, "
         f"batch {env['batch']}, T={env['T']}, F={env['F']}; "
-        "each allocator setting (THP_MEM_ALLOC_ENABLE) is applied to both sides; load average at start "
-        f"{os.getloadavg()[0]:.2f}; {platform.processor() or platform.machine()}.",
+        "each allocator setting (THP_MEM_ALLOC_ENABLE) is applied to both sides; "
+        + ("re-rendered from the saved results of separate runs (`--render-only`); "
+           if RENDER_ONLY else f"load average at start {os.getloadavg()[0]:.2f}; ")
+        + f"{platform.processor() or platform.machine()}.",
         "",
         "## Training step (forward + backward + optimiser step, one 1,024-sample batch)",
         "",
@@ -135,7 +140,10 @@ def gpu_section() -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="hidden 64 only, a smaller epoch")
+    ap.add_argument("--render-only", action="store_true", help="re-render latest.md from the saved JSON results")
     args = ap.parse_args()
+    global RENDER_ONLY
+    RENDER_ONLY = args.render_only
     os.makedirs(RESULTS, exist_ok=True)
     quick = ["--quick"] if args.quick else []
     steps = [run("bench_train_step.py", *quick, thp=v, tag=f"_thp{v}") for v in ("0", "1")]
