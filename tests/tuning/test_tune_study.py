@@ -12,6 +12,7 @@ from tune_helpers import SMALL_SPACE, tiny, write_space
 
 import atft.training.datamodule as datamodule
 from atft.cli import main
+from atft.config import load_config
 from atft.evaluation.report import build_report
 from atft.tuning.tune import tune
 
@@ -59,7 +60,7 @@ def test_four_trials_write_every_output(study_dir):
     saved = json.loads((out / "tune.json").read_text())
     assert saved["trials"]["COMPLETE"] == 4 and saved["default_trial"]["value"] == frame["value"][0]
     assert frame.row(0, named=True)["param:model.adaptive_norm"] == "layernorm"  # trial 0: the base config
-    assert frame.row(0, named=True)["param:train.optimizer.lr"] == 1e-3
+    assert frame.row(0, named=True)["param:train.optimizer.lr"] == load_config([]).train.optimizer.lr
     log = (out / "tune.log").read_text()
     assert log.count("[TUNE] trial ") == 4 and "best " in log and "changed: " in log
 
