@@ -36,20 +36,29 @@ def test_progress_line_rate_and_eta():
     assert "run ETA 1m10s" in progress_line(1, 2, 5, 10, 5, 5000, 10.0, 60.0, 1)
 
 
+def _train_steps(cb, trainer, clock, steps: int, seconds: float, samples: int) -> None:
+    """Start an epoch and run ``steps`` training batches of ``samples`` each, ``seconds`` apart."""
+    cb.on_train_epoch_start(trainer, None)
+    for i in range(steps):
+        clock.now += seconds
+        cb.on_train_batch_end(trainer, None, None, _batch(samples), i)
+
+
+def _progress_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress:")]
+
+
 def test_lines_every_n_steps_and_epoch_timing_excludes_validation(caplog):
     clock, trainer = FakeClock(), _trainer()
     cb = ProgressLog(every_steps=4, every_s=0, clock=clock)
     with caplog.at_level(logging.INFO, logger="atft.training"):
-        cb.on_train_epoch_start(trainer, None)
-        for i in range(10):
-            clock.now += 1.0
-            cb.on_train_batch_end(trainer, None, None, _batch(100), i)
+        _train_steps(cb, trainer, clock, 10, 1.0, 100)
         cb.on_validation_epoch_start(trainer, None)
         clock.now += 5.0
         cb.on_validation_batch_end(trainer, None, None, _batch(300), 0)
         cb.on_validation_epoch_end(trainer, None)
         cb.on_train_epoch_end(trainer, None)
-    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress:")]
+    lines = _progress_lines(caplog)
     assert len(lines) == 2 and "step 4/10" in lines[0] and "step 8/10" in lines[1]
     assert "100 samples/s" in lines[0] and "epoch ETA 6s" in lines[0]
     epoch = cb.summary()["epochs"][0]
@@ -62,11 +71,8 @@ def test_lines_by_time_when_steps_are_slow(caplog):
     clock, trainer = FakeClock(), _trainer(batches=100)
     cb = ProgressLog(every_steps=0, every_s=30, clock=clock)
     with caplog.at_level(logging.INFO, logger="atft.training"):
-        cb.on_train_epoch_start(trainer, None)
-        for i in range(5):
-            clock.now += 20.0
-            cb.on_train_batch_end(trainer, None, None, _batch(10), i)
-    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress:")]
+        _train_steps(cb, trainer, clock, 5, 20.0, 10)
+    lines = _progress_lines(caplog)
     assert [line.split(" step ")[1].split(" ")[0] for line in lines] == ["2/100", "4/100"]
 
 
