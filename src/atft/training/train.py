@@ -170,9 +170,11 @@ def _split_predictions(module, dm: PanelDataModule, split: str) -> tuple[dict, d
 
 
 def _split_metrics(module, dm: PanelDataModule, split: str, cost_bps: float) -> tuple[dict, dict]:
-    """Predict ``split`` and score it; the pass is timed and logged (``out["seconds"]``)."""
+    """Predict ``split`` and score it; the pass is timed and logged (``out["seconds"]``); ``out["dense"]``
+    keeps the dense ``[D, N, H]`` arrays."""
     start = time.perf_counter()
     out, dense = _split_predictions(module, dm, split)
+    out["dense"] = dense
     metrics = evaluate_predictions(dense["pred"], dense["target"], dense["mask"], module.horizons, None,
                                    cost_bps, valid=dense["valid"], lag=module.eval_lag)
     out["seconds"] = time.perf_counter() - start
@@ -213,12 +215,15 @@ def warm_start_linear_path(module: ATFTLightningModule, dm: PanelDataModule) -> 
 MONITORED_METRICS = {"val/ic": "ic", "val/rank_ic": "rank_ic", "val/sharpe": "sharpe"}
 
 
-def _val_daily(module: ATFTLightningModule, dm: PanelDataModule, key: str) -> np.ndarray | None:
-    """Daily validation ``key`` (``ic`` / ``rank_ic``) of the primary horizon ``[D]`` (NaN off the split);
-    None for a monitor without a daily series."""
+def _val_daily(module: ATFTLightningModule, dm: PanelDataModule, key: str, dense: dict | None = None
+               ) -> np.ndarray | None:
+    """Daily validation ``key`` (``ic`` / ``rank_ic``) of the primary horizon ``[D]`` (NaN off the split),
+    from ``dense`` (``_split_predictions``' arrays) when given, else from a validation pass; None for a
+    monitor without a daily series."""
     if key not in ("ic", "rank_ic"):
         return None
-    _, dense = _split_predictions(module, dm, "val")
+    if dense is None:
+        _, dense = _split_predictions(module, dm, "val")
     k = module.horizons.index(module.primary_horizon)
     fn = daily_rank_ic if key == "rank_ic" else daily_ic
     return fn(dense["pred"][..., k], dense["target"][..., k], dense["mask"][..., k])
@@ -249,10 +254,10 @@ def score_initial(module: ATFTLightningModule, dm: PanelDataModule, init: dict |
     ck = module.cfg.train.checkpoint
     trained = _weights(module)
     module.load_state_dict(init["state"])
-    metrics, _ = _split_metrics(module, dm, "val", float(module.cfg.train.eval.cost_bps))
+    metrics, out = _split_metrics(module, dm, "val", float(module.cfg.train.eval.cost_bps))
     key = MONITORED_METRICS[str(ck.monitor)]
     init["score"] = float(metrics[f"{module.primary_horizon}d"][key])
-    init["daily"], init["key"] = _val_daily(module, dm, key), key  # for the margin rule of select_model
+    init["daily"], init["key"] = _val_daily(module, dm, key, out["dense"]), key  # for select_model's margin
     module.load_state_dict(trained)
     log.info("Initial model (before training): val %s %.4f", ck.monitor, init["score"])
     return init
