@@ -185,3 +185,47 @@ def test_the_linear_paths_switch_on_from_config():
     assert set(out) == {"predictions", "feature_weights"}  # the deep branch is off
     out["predictions"].sum().backward()
     assert model.peer_path.linear.weight.grad is not None and model.linear_path.linear.weight.grad is not None
+
+
+def _fit(path, x, y, steps=400, lr=0.03):
+    """Least squares of ``path(x)`` on ``y`` by Adam; the share of y's variance it explains."""
+    opt = torch.optim.Adam(path.parameters(), lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = ((path(x)[:, 0] - y) ** 2).mean()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return 1.0 - float(((path(x)[:, 0] - y) ** 2).mean() / y.var())
+
+
+def test_interaction_path_learns_a_volume_signed_return_that_no_linear_map_can():
+    from atft.model import InteractionPath, LinearPath
+
+    g = torch.Generator().manual_seed(3)
+    n = 4000
+    x = torch.randn(n, 2, 4, generator=g)  # [B, T, F]; only the last day enters
+    state = torch.randint(-1, 2, (n,), generator=g).float()  # a volume state -1 / 0 / +1
+    x[:, -1, 0] = 1.5 * state + 0.3 * torch.randn(n, generator=g)  # a noisy volume feature shows it
+    y = state * x[:, -1, 1]  # continuation after a spike, reversal after a drought (mean 0, no linear part)
+    torch.manual_seed(0)
+    explained = _fit(InteractionPath(4, 1, rank=8), x, y)
+    linear = _fit(LinearPath(4, 1), x, y)
+    assert explained > 0.8 and linear < 0.02, (explained, linear)
+
+
+def test_interaction_path_starts_silent_and_is_off_with_the_deep_branch():
+    cfg = OmegaConf.create({"hidden_size": 16, "vsn_embed_dim": 4, "lookback": 5,
+                            "linear_path": {"enabled": True}, "interaction_path": {"enabled": True, "rank": 4}})
+    model = build_model(cfg, n_features=3, horizons=[1, 5]).eval()
+    x = torch.randn(6, 5, 3)
+    assert torch.equal(model.interaction_path(x), torch.zeros(6, 2))  # zero output layer at the start
+    with torch.no_grad():
+        model.interaction_path.out.weight.fill_(1.0)
+        on = model(x)
+        model.deep = False
+        off = model(x)["predictions"]
+    linear = model.linear_path(x)
+    assert torch.allclose(on["predictions"], on["deep_predictions"] + linear + model.interaction_path(x), atol=1e-6)
+    assert not torch.allclose(model.interaction_path(x), torch.zeros(6, 2))
+    assert torch.equal(off, linear)  # deep=false is the linear model alone

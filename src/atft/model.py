@@ -5,6 +5,7 @@
       -> temporal_encoder -> temporal_embedding [B,C] -> gat (day graph) -> graph_embedding [B,C]
       -> fusion (gated residual) (+ context) -> prediction_head -> deep [B,H] / [B,H,Q]
     x[:, -1] [B,F] -> linear_path -> [B,H]; predictions = linear + deep (the deep model learns the residual)
+    x[:, -1] [B,F] -> interaction_path (gated low-rank products) -> [B,H], added beside them
 
 Shape letters: B samples, T lookback, F features, C hidden, H horizons, Q quantiles, E edges.
 """
@@ -27,7 +28,7 @@ from atft.nn.variable_selection import VariableSelectionNetwork
 
 MODULE_NAMES = (
     "variable_selection", "backbone_projection", "adaptive_norm", "temporal_encoder", "gat",
-    "fusion", "prediction_head", "linear_path", "peer_path",
+    "fusion", "prediction_head", "linear_path", "peer_path", "interaction_path",
 )
 
 
@@ -60,13 +61,14 @@ class LinearPath(nn.Module):
         return self.linear(x[:, -1])  # [B, H]
 
 
-class PeerPath(nn.Module):
+class PeerPath(LinearPath):
     """A linear map from the mean of the day-graph neighbours' last-day features to each horizon:
     ``p_i = mean_{j in N(i), j != i} x_j[-1] V + c``, the linear form of a peer (lead-lag) signal.
 
     Graph attention can express it too, but through the temporal encoder and a gate; this path gives
     the linear part of "what my peers did yesterday" a direct route, as the linear path does for a
-    stock's own features. Zero-initialised (it starts silent and is learned). A stock without
+    stock's own features. Warm-started with the linear path (``set_weights``: the peer block of the
+    ridge fit on the training days, ``atft.training.linear_init``), else zero. A stock without
     neighbours (or a batch without a graph) contributes 0.
 
     Args:
@@ -75,21 +77,52 @@ class PeerPath(nn.Module):
     Shapes: x ``[B, T, F]``, edge_index ``[2, E]`` -> ``[B, H]``.
     """
 
-    def __init__(self, n_features: int, n_horizons: int):
-        super().__init__()
-        self.linear = nn.Linear(n_features, n_horizons)
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
-
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor | None) -> torch.Tensor:
+        return self.linear(neighbour_mean(x[:, -1], edge_index))  # [B, H]
+
+
+def neighbour_mean(last: torch.Tensor, edge_index: torch.Tensor | None) -> torch.Tensor:
+    """Mean of each node's graph neighbours' rows, self-loops excluded; 0 without neighbours.
+
+    Shapes: last ``[B, F]``, edge_index ``[2, E]`` (messages ``src -> dst``) -> ``[B, F]``.
+    """
+    if edge_index is None or edge_index.numel() == 0:
+        return torch.zeros_like(last)
+    src, dst = edge_index
+    keep = (src != dst).to(last.dtype)[:, None]  # [E, 1] self-loops carry no peer information
+    total = torch.zeros_like(last).index_add(0, dst, last[src] * keep)  # [B, F]
+    count = torch.zeros(last.shape[0], 1, dtype=last.dtype, device=last.device).index_add(0, dst, keep)
+    return total / count.clamp_min(1.0)  # [B, F]
+
+
+class InteractionPath(nn.Module):
+    """Gated low-rank products of the last day's features: ``i = (tanh(x A + a) * (x B)) W + c``.
+
+    An MLP represents a product such as "yesterday's return, signed by yesterday's volume state" only
+    through many saturating units and learns it slowly from noisy daily cross-sections; this path gives
+    pairwise (and gated) interactions of the last day's features a direct route, the way the linear path
+    does for their linear part (cf. factorisation machines and multiplicative interactions). Near 0,
+    ``tanh(x A) * (x B) ~ (x A)(x B)``, a rank-R bilinear form; away from 0 the gate saturates, so one
+    feature switching another on or off (a regime) is expressible too. ``W`` and ``c`` start at zero: the
+    path starts silent and the starting model stays the warm-started linear one.
+
+    Args:
+        n_features: F.  n_horizons: H.  rank: R (default 16).
+
+    Shapes: x ``[B, T, F]`` -> ``[B, H]``.
+    """
+
+    def __init__(self, n_features: int, n_horizons: int, rank: int = 16):
+        super().__init__()
+        self.gate = nn.Linear(n_features, rank)
+        self.value = nn.Linear(n_features, rank, bias=False)
+        self.out = nn.Linear(rank, n_horizons)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         last = x[:, -1]  # [B, F]
-        if edge_index is None or edge_index.numel() == 0:
-            return self.linear(torch.zeros_like(last))
-        src, dst = edge_index  # messages j -> i
-        keep = (src != dst).to(last.dtype)[:, None]  # [E, 1] self-loops carry no peer information
-        total = torch.zeros_like(last).index_add(0, dst, last[src] * keep)  # [B, F]
-        count = torch.zeros(last.shape[0], 1, dtype=last.dtype, device=last.device).index_add(0, dst, keep)
-        return self.linear(total / count.clamp_min(1.0))  # [B, H]
+        return self.out(torch.tanh(self.gate(last)) * self.value(last))  # [B, R] -> [B, H]
 
 
 class NoPath(nn.Module):
@@ -114,6 +147,7 @@ class ATFT_GAT_FAN(nn.Module):
         dropout: dropout in the selection, fusion and head (default 0.1).
         linear_path: ``LinearPath`` (added to the deep output) or ``NoPath``.
         peer_path: ``PeerPath`` (added too) or ``NoPath``.
+        interaction_path: ``InteractionPath`` (added too) or ``NoPath``.
         deep: False switches the deep branch off: predictions are the linear path alone (ablation).
         deep_init_scale: multiplier on the head's last layer at initialisation (default 1.0); below 1
             the deep branch starts close to 0, so a warm-started linear path is the starting model.
@@ -134,6 +168,7 @@ class ATFT_GAT_FAN(nn.Module):
         dropout: float = 0.1,
         linear_path: nn.Module | None = None,
         peer_path: nn.Module | None = None,
+        interaction_path: nn.Module | None = None,
         deep: bool = True,
         deep_init_scale: float = 1.0,
     ):
@@ -154,6 +189,7 @@ class ATFT_GAT_FAN(nn.Module):
             self.prediction_head.b2.mul_(deep_init_scale)
         self.linear_path = linear_path if linear_path is not None else NoPath()
         self.peer_path = peer_path if peer_path is not None else NoPath()
+        self.interaction_path = interaction_path if interaction_path is not None else NoPath()
         self.deep = bool(deep)
         # the point forecast of a quantile head is its level closest to the median
         self.median_index = 0 if not self.quantiles else min(
@@ -180,6 +216,8 @@ class ATFT_GAT_FAN(nn.Module):
                 raise ValueError(f"mask must be [B, T] = {tuple(x.shape[:2])}, got {tuple(mask.shape)}")
             x = x * mask.unsqueeze(-1).to(x.dtype)
         linear = self.linear_path(x) + self.peer_path(x, edge_index)  # [B, H] (or a scalar 0 without paths)
+        if self.deep:  # the interaction path belongs to the learned part; deep=false is the linear model alone
+            linear = linear + self.interaction_path(x)
         if not self.deep:
             return self._linear_only(x, linear)
         selected, weights = self.variable_selection(x)  # [B, T, F*d_e], [B, T, F]
@@ -247,11 +285,14 @@ def build_model(model_cfg: Mapping, n_features: int, horizons: Sequence[int]) ->
     if linear is not None and not bool(cfg_get(lin_cfg, "trainable", True)):
         linear.requires_grad_(False)  # stays at its warm start; only the deep branch trains
     peers = PeerPath(n_features, len(horizons)) if bool(cfg_get(lin_cfg, "peers", False)) else None
+    inter_cfg = cfg_get(model_cfg, "interaction_path", {})  # absent (older configs): off
+    interaction = (InteractionPath(n_features, len(horizons), int(cfg_get(inter_cfg, "rank", 16)))
+                   if bool(cfg_get(inter_cfg, "enabled", False)) else None)
     deep = bool(cfg_get(model_cfg, "deep", True))
     if not deep and linear is None:
         raise InputError("model.deep=false needs model.linear_path.enabled=true (nothing would predict)")
     return ATFT_GAT_FAN(n_features, horizons, hidden, int(cfg_get(model_cfg, "vsn_embed_dim", 8)), norm,
-                        encoder, gat, quantiles, dropout, linear, peers, deep,
+                        encoder, gat, quantiles, dropout, linear, peers, interaction, deep,
                         float(cfg_get(lin_cfg, "deep_init_scale", 1.0)) if linear is not None else 1.0)
 
 

@@ -74,6 +74,36 @@ def test_training_starts_from_the_ridge_fit(make_cfg, tmp_path):
     assert np.nanmean(_corr_by_day(preds, ridge, days)) > 0.95  # deep branch starts near 0 (deep_init_scale)
 
 
+def test_peer_path_starts_from_the_joint_ridge_fit_on_own_and_neighbour_mean_features(make_cfg, tmp_path):
+    data = write_dataset(tmp_path / "lin.parquet", n_stocks=30, n_days=90, horizons=(1,), signal=0.8)
+    cfg = make_cfg(data_path=data, **SCREEN, **{"model.linear_path.peers": True})
+    panel = load_panel(cfg.data.path, cfg.data, model_cfg=cfg.model)
+    module = ATFTLightningModule(cfg, len(panel.feature_names), panel.horizons)
+    dm = PanelDataModule(cfg, panel)
+    dm.setup("fit")
+    warm_start_linear_path(module, dm)
+    usable, rows, target = dm.usable("train"), [], []
+    for d in panel.splits.train:  # the reference: sklearn on [own row, mean of the day-graph neighbours' rows]
+        members = np.flatnonzero(usable[d])
+        if len(members) == 0:
+            continue
+        src, dst = dm.graph_builder.graph(d, members)[0].numpy()
+        x = panel.X[d, members].astype(np.float64)
+        peer = np.zeros_like(x)
+        for i in range(len(members)):
+            nbrs = src[(dst == i) & (src != i)]
+            peer[i] = x[nbrs].mean(0) if len(nbrs) else 0.0
+        rows.append(np.concatenate([x, peer], 1))
+        target.append(dm.windows.y_norm.numpy()[d, members, 0])
+    ref = Ridge(alpha=1.0).fit(np.concatenate(rows), np.concatenate(target))
+    F = len(panel.feature_names)
+    own = module.model.linear_path.linear.weight.detach().numpy()[0]
+    peers = module.model.peer_path.linear.weight.detach().numpy()[0]
+    assert np.abs(ref.coef_[F:]).max() > 0.01  # the peer block is not trivially zero
+    assert np.allclose(own, ref.coef_[:F], atol=1e-5) and np.allclose(peers, ref.coef_[F:], atol=1e-5)
+    assert abs(float(module.model.linear_path.linear.bias[0]) - ref.intercept_) < 1e-5
+
+
 def test_selection_keeps_the_initial_model_when_training_ruins_it(make_cfg, tmp_path):
     data = write_dataset(tmp_path / "strong.parquet", n_stocks=30, n_days=90, horizons=(1,), signal=3.0)
     cfg = make_cfg(data_path=data, **SCREEN, **{"train.optimizer.lr": 5.0, "train.optimizer.warmup_frac": 0.0,

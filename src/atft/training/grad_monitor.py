@@ -29,7 +29,7 @@ from atft.model import MODULE_NAMES
 log = logging.getLogger("atft.training")
 TAG = "[GRAD-MONITOR]"
 # the six modules DESIGN.md names (the fusion gate and the linear paths have no reference ranges)
-MONITORED = tuple(name for name in MODULE_NAMES if name not in ("fusion", "linear_path", "peer_path"))
+MONITORED = tuple(name for name in MODULE_NAMES if name not in ("fusion", "linear_path", "peer_path", "interaction_path"))
 ENCODER_TENSORS = ("projected_features", "normalized_features")
 # healthy ranges of the seed's quick reference (modules not listed there have none)
 HEALTHY = {"backbone_projection": (1e-2, 1e0), "adaptive_norm": (1e-2, 1e0),

@@ -49,7 +49,7 @@ from atft.errors import RunError
 from atft.evaluation.hac import hac_se
 from atft.evaluation.metrics import daily_ic, daily_rank_ic, evaluate_predictions, lag_label
 from atft.io_utils import clean_json, write_json, write_parquet
-from atft.model import LinearPath
+from atft.model import LinearPath, PeerPath
 from atft.redaction import redact_config
 from atft.run_lock import claim_run_dir
 from atft.training.cpu_share import apply_cpu_share
@@ -205,11 +205,23 @@ def warm_start_linear_path(module: ATFTLightningModule, dm: PanelDataModule) -> 
     if not isinstance(module.model.linear_path, LinearPath) or lin_cfg.get("init", "ridge") != "ridge":
         return
     panel, w = dm.panel, dm.windows
+    peers = None
+    if isinstance(module.model.peer_path, PeerPath) and dm.graph_builder is not None:
+        usable = dm.usable("train")
+
+        def peers(d: int):  # the day's training-batch members and graph, as the loader builds them
+            members = np.flatnonzero(usable[d])
+            return members, dm.graph_builder.graph(d, members)[0]
+
     weight, bias = ridge_fit(panel.X, w.sample_ok, w.y_norm.numpy(), panel.Y_mask, panel.splits.train,
-                             alpha=float(lin_cfg.get("ridge_alpha", 1.0)), seed=int(module.cfg.seed))
-    module.model.linear_path.set_weights(weight, bias)
-    log.info("linear path: ridge warm start on %d training days (alpha %g, |W| %.3f)", len(panel.splits.train),
-             float(lin_cfg.get("ridge_alpha", 1.0)), float(np.linalg.norm(weight)))
+                             alpha=float(lin_cfg.get("ridge_alpha", 1.0)), seed=int(module.cfg.seed), peers=peers)
+    F = panel.X.shape[2]
+    module.model.linear_path.set_weights(weight[:F], bias)
+    if peers is not None:
+        module.model.peer_path.set_weights(weight[F:], np.zeros_like(bias))
+    log.info("linear path: ridge warm start on %d training days (alpha %g, |W| %.3f, peers %s)",
+             len(panel.splits.train), float(lin_cfg.get("ridge_alpha", 1.0)), float(np.linalg.norm(weight[:F])),
+             "off" if peers is None else f"|V| {np.linalg.norm(weight[F:]):.3f}")
 
 
 MONITORED_METRICS = {"val/ic": "ic", "val/rank_ic": "rank_ic", "val/sharpe": "sharpe"}
@@ -229,18 +241,30 @@ def _val_daily(module: ATFTLightningModule, dm: PanelDataModule, key: str, dense
     return fn(dense["pred"][..., k], dense["target"][..., k], dense["mask"][..., k])
 
 
-def initial_candidate(module: ATFTLightningModule, dm: PanelDataModule) -> dict | None:
+def initial_candidate(module: ATFTLightningModule, dm: PanelDataModule, run_dir: Path | None = None,
+                      resume_from: str | None = None) -> dict | None:
     """The model before training as a selection candidate: its weights now; its validation score and daily
     series once training is over (``score_initial``), so that validation pass is not part of the start-up.
 
     ``train.checkpoint.include_init`` (default true) with a monitor of ``MONITORED_METRICS``; None otherwise.
     With the ridge warm start this is the linear model, so the selected model is never worse than it
-    on validation.
+    on validation. The weights are kept in ``checkpoints/initial.ckpt`` of ``run_dir``, and a resumed run
+    (``resume_from``) reads them from there: it selects among the same candidates as an uninterrupted run.
     """
     ck = module.cfg.train.checkpoint
     if not ck.get("include_init", False) or MONITORED_METRICS.get(str(ck.monitor)) is None:
         return None
-    return {"score": None, "state": _weights(module)}
+    path = Path(run_dir) / "checkpoints" / "initial.ckpt" if run_dir is not None else None
+    if resume_from is not None:
+        if path is None or not path.is_file():
+            log.info("resumed run without checkpoints/initial.ckpt: the initial model is not a candidate")
+            return None
+        return {"score": None, "state": load_checkpoint(path, map_location=module.device)["state_dict"]}
+    init = {"score": None, "state": _weights(module)}
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        AtomicCheckpointIO().save_checkpoint({"state_dict": init["state"]}, path)
+    return init
 
 
 def _weights(module) -> dict:
@@ -467,7 +491,7 @@ def _train(cfg, run_dir: Path, log_file: Path, resume_from: str | None, dry_run_
         log.info("log file %s, run folder %s", log_file, run_dir)
     if resume_from is None:
         warm_start_linear_path(module, dm)
-    init = initial_candidate(module, dm) if resume_from is None and _rank() == 0 else None
+    init = initial_candidate(module, dm, run_dir, resume_from) if _rank() == 0 else None
     callbacks, checkpoint, guard = build_callbacks(cfg, run_dir, extra_callbacks)
     callbacks.append(NonFiniteGuard.from_config(cfg, panel.dates))
     trainer = build_trainer(cfg, run_dir, callbacks, len(dm.train_dataloader()))
