@@ -229,3 +229,36 @@ def test_interaction_path_starts_silent_and_is_off_with_the_deep_branch():
     assert torch.allclose(on["predictions"], on["deep_predictions"] + linear + model.interaction_path(x), atol=1e-6)
     assert not torch.allclose(model.interaction_path(x), torch.zeros(6, 2))
     assert torch.equal(off, linear)  # deep=false is the linear model alone
+
+
+def _saved_bytes(model, x, edge_index, edge_attr) -> tuple[int, dict]:
+    """Bytes autograd saves for the backward of one forward pass, and the outputs and parameter gradients."""
+    saved = 0
+
+    def pack(t):
+        nonlocal saved
+        saved += t.numel() * t.element_size()
+        return t
+
+    model.zero_grad()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(x, edge_index, edge_attr)
+    out["predictions"].square().sum().backward()
+    grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    return saved, {"out": {k: v.detach() for k, v in out.items()}, "grads": grads}
+
+
+@pytest.mark.parametrize("norm", ["layernorm", "fan_san"])
+def test_checkpointed_encoder_gives_the_same_values_and_gradients_and_saves_far_less(norm):
+    torch.manual_seed(0)
+    model = build_model(_model_cfg(adaptive_norm=norm), F, HORIZONS).eval()  # eval: no dropout draws
+    x, edge_index, edge_attr = _batch()
+    plain_bytes, plain = _saved_bytes(model, x, edge_index, edge_attr)
+    model.checkpoint_samples = 4  # B = 12: three chunks
+    chunked_bytes, chunked = _saved_bytes(model, x, edge_index, edge_attr)
+    for key, value in plain["out"].items():
+        torch.testing.assert_close(chunked["out"][key], value, atol=1e-6, rtol=1e-5)
+    assert plain["grads"].keys() == chunked["grads"].keys()
+    for key, grad in plain["grads"].items():
+        torch.testing.assert_close(chunked["grads"][key], grad, atol=1e-6, rtol=1e-4)
+    assert chunked_bytes < 0.25 * plain_bytes, (chunked_bytes, plain_bytes)

@@ -151,6 +151,8 @@ class ATFT_GAT_FAN(nn.Module):
         deep: False switches the deep branch off: predictions are the linear path alone (ablation).
         deep_init_scale: multiplier on the head's last layer at initialisation (default 1.0); below 1
             the deep branch starts close to 0, so a warm-started linear path is the starting model.
+        checkpoint_samples: > 0: activation checkpointing of the per-sample encoder in chunks of this
+            many samples while training (``_encode_in_chunks``); 0 (default) off.
 
     Shapes: see ``forward``.
     """
@@ -171,6 +173,7 @@ class ATFT_GAT_FAN(nn.Module):
         interaction_path: nn.Module | None = None,
         deep: bool = True,
         deep_init_scale: float = 1.0,
+        checkpoint_samples: int = 0,
     ):
         super().__init__()
         self.n_features, self.hidden = n_features, hidden
@@ -191,6 +194,7 @@ class ATFT_GAT_FAN(nn.Module):
         self.peer_path = peer_path if peer_path is not None else NoPath()
         self.interaction_path = interaction_path if interaction_path is not None else NoPath()
         self.deep = bool(deep)
+        self.checkpoint_samples = int(checkpoint_samples)
         # the point forecast of a quantile head is its level closest to the median
         self.median_index = 0 if not self.quantiles else min(
             range(n_out), key=lambda i: abs(self.quantiles[i] - 0.5))
@@ -220,10 +224,7 @@ class ATFT_GAT_FAN(nn.Module):
             linear = linear + self.interaction_path(x)
         if not self.deep:
             return self._linear_only(x, linear)
-        selected, weights = self.variable_selection(x)  # [B, T, F*d_e], [B, T, F]
-        projected = self.backbone_projection(selected)  # [B, T, C]
-        normalized, context = self.adaptive_norm(projected)  # [B, T, C], [B, C] | None
-        temporal = self.temporal_encoder(normalized, mask)  # [B, C]
+        weights, projected, normalized, context, temporal = self._encode_in_chunks(x, mask)
         graph = self.gat(temporal, edge_index, edge_attr)  # [B, C]
         fused = self.fusion(temporal, graph)  # [B, C]
         if context is not None:
@@ -235,13 +236,45 @@ class ATFT_GAT_FAN(nn.Module):
             "deep_predictions": deep[..., self.median_index],  # [B, H] the deep branch alone
             "projected_features": projected,
             "normalized_features": normalized,
-            "feature_weights": weights.mean(dim=1),  # [B, F]
+            "feature_weights": weights,  # [B, F]
             "temporal_embedding": temporal,
             "graph_embedding": graph,
         }
         if self.quantiles:
             result["quantiles"] = out
         return result
+
+    def _encode(self, x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """The per-sample part of the forward pass (no sample sees another before the GAT).
+
+        Returns feature weights ``[B, F]`` (mean over T), projected / normalized features ``[B, T, C]``,
+        the instance norm's context ``[B, C]`` (zeros ``[B, 0]`` without one) and the temporal embedding ``[B, C]``.
+        """
+        selected, weights = self.variable_selection(x)  # [B, T, F*d_e], [B, T, F]
+        projected = self.backbone_projection(selected)  # [B, T, C]
+        normalized, context = self.adaptive_norm(projected)  # [B, T, C], [B, C] | None
+        temporal = self.temporal_encoder(normalized, mask)  # [B, C]
+        if context is None:
+            context = temporal.new_zeros(temporal.shape[0], 0)
+        return weights.mean(dim=1), projected, normalized, context, temporal
+
+    def _encode_in_chunks(self, x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """``_encode``, with activation checkpointing over chunks of ``checkpoint_samples`` samples while
+        gradients are on: the forward keeps only each chunk's outputs, and the backward recomputes one
+        chunk's activations at a time (the variable selection's ``[F, B*T, d_e]`` tensors dominate a
+        training step's memory on a 4,000-stock day). Same values and gradients; about one extra forward
+        pass of the encoder in time."""
+        chunk = self.checkpoint_samples
+        if chunk <= 0 or not torch.is_grad_enabled() or x.shape[0] <= chunk:
+            out = self._encode(x, mask)
+        else:
+            from torch.utils.checkpoint import checkpoint
+
+            parts = [checkpoint(self._encode, x[i:i + chunk], None if mask is None else mask[i:i + chunk],
+                                use_reentrant=False) for i in range(0, x.shape[0], chunk)]
+            out = tuple(torch.cat(p, dim=0) for p in zip(*parts, strict=True))
+        weights, projected, normalized, context, temporal = out
+        return weights, projected, normalized, (context if context.shape[-1] else None), temporal
 
     def _linear_only(self, x: torch.Tensor, linear: torch.Tensor) -> dict[str, torch.Tensor]:
         """The outputs of ``forward`` with the deep branch off: the linear path, uniform feature weights."""
@@ -293,7 +326,8 @@ def build_model(model_cfg: Mapping, n_features: int, horizons: Sequence[int]) ->
         raise InputError("model.deep=false needs model.linear_path.enabled=true (nothing would predict)")
     return ATFT_GAT_FAN(n_features, horizons, hidden, int(cfg_get(model_cfg, "vsn_embed_dim", 8)), norm,
                         encoder, gat, quantiles, dropout, linear, peers, interaction, deep,
-                        float(cfg_get(lin_cfg, "deep_init_scale", 1.0)) if linear is not None else 1.0)
+                        float(cfg_get(lin_cfg, "deep_init_scale", 1.0)) if linear is not None else 1.0,
+                        int(cfg_get(model_cfg, "checkpoint_samples", 0) or 0))
 
 
 def _count(module: nn.Module) -> int:

@@ -76,7 +76,7 @@ def test_training_starts_from_the_ridge_fit(make_cfg, tmp_path):
 
 def test_peer_path_starts_from_the_joint_ridge_fit_on_own_and_neighbour_mean_features(make_cfg, tmp_path):
     data = write_dataset(tmp_path / "lin.parquet", n_stocks=30, n_days=90, horizons=(1,), signal=0.8)
-    cfg = make_cfg(data_path=data, **SCREEN, **{"model.linear_path.peers": True})
+    cfg = make_cfg(data_path=data, **SCREEN, **{"model.linear_path.peers": True, "model.linear_path.peer_margin_se": 0})
     panel = load_panel(cfg.data.path, cfg.data, model_cfg=cfg.model)
     module = ATFTLightningModule(cfg, len(panel.feature_names), panel.horizons)
     dm = PanelDataModule(cfg, panel)
@@ -119,6 +119,8 @@ def test_selection_keeps_the_initial_model_when_training_ruins_it(make_cfg, tmp_
     last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     key = "model.linear_path.linear.weight"
     assert not torch.equal(state[key], last[key])
+    # the initial candidate is the ridge start itself: the deep branch's output is muted
+    assert not state["model.prediction_head.w2"].any() and not state["model.prediction_head.b2"].any()
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["info"]["selected"].startswith("initial")
 
 
@@ -133,7 +135,8 @@ def test_early_stopping_stops_on_a_flat_validation_score(make_cfg, tmp_path):
 
 def test_seed_ensemble_averages_members_and_reports_their_spread(make_cfg, tmp_path):
     data = write_dataset(tmp_path / "ens.parquet", n_stocks=20, n_days=80, horizons=(1,), signal=0.8)
-    cfg = make_cfg(data_path=data, **SCREEN, **{"train.ensemble.seeds": 2})
+    # include_init off: members that both kept the (deterministic) ridge start would be equal
+    cfg = make_cfg(data_path=data, **SCREEN, **{"train.ensemble.seeds": 2, "train.checkpoint.include_init": False})
     result = train(cfg)
     run = tmp_path / "run"
     members = [pl.read_parquet(run / f"seed{k}" / "predictions_test.parquet").sort("Date", "Code") for k in (0, 1)]
@@ -175,3 +178,52 @@ def test_selection_keeps_the_initial_model_unless_training_beats_it_by_the_margi
     assert info["selected"] == "initial model (before training)"
     assert info["margin"]["diff"] > 0 and info["margin"]["se"] > 0  # the best epoch was better, within the margin
     assert result["val"]["1d"]["rank_ic"] == pytest.approx(info["initial_score"])
+
+
+def test_ridge_rows_are_whole_days_with_the_peer_block_and_a_row_sample_without():
+    from atft.training.linear_init import _sample
+
+    rng = np.random.default_rng(0)
+    ok = rng.random((50, 40)) < 0.9  # [D, N]
+    Y_mask = np.ones((50, 40, 2), bool)
+    Y_mask[:, :5, 1] = False  # horizon 2 misses five stocks
+    days = np.arange(10, 50)
+    whole = _sample(ok, Y_mask, days, np.random.default_rng(1), 500, whole_days=True)
+    chosen = whole.any((1, 2))
+    assert 0 < chosen.sum() < len(days)
+    assert np.array_equal(whole[chosen], (ok[days][..., None] & Y_mask[days])[chosen])  # every row of a chosen day
+    assert not whole[~chosen].any() and 500 - 40 < whole[..., 0].sum() <= 500
+    rows = _sample(ok, Y_mask, days, np.random.default_rng(1), 500, whole_days=False)
+    assert rows[..., 0].sum() == rows[..., 1].sum() == 500
+    assert not (rows & ~(ok[days][..., None] & Y_mask[days])).any()
+    assert rows.any((1, 2)).sum() > chosen.sum()  # spread over (nearly) all days
+
+
+def _ring_market(peer_loading: float, seed: int = 0):
+    """X [D, N, 3] noise; y = x_0 + peer_loading x mean of the two ring neighbours' x_1 + noise."""
+    rng = np.random.default_rng(seed)
+    D, N = 160, 50
+    X = rng.standard_normal((D, N, 3)).astype(np.float32)
+    neighbours = (np.roll(X[..., 1], 1, axis=1) + np.roll(X[..., 1], -1, axis=1)) / 2  # [D, N]
+    y = X[..., 0] + peer_loading * neighbours + 3.0 * rng.standard_normal((D, N))
+    members = np.arange(N)
+    ring = torch.tensor(np.stack([np.r_[(members + 1) % N, (members - 1) % N], np.r_[members, members]]))
+    return X, y[..., None].astype(np.float32), (lambda d: (members, ring))
+
+
+@pytest.mark.parametrize("loading,kept", [(0.6, True), (0.0, False)])
+def test_peer_block_enters_the_ridge_start_only_when_it_beats_own_features_out_of_fold(loading, kept):
+    from atft.training.linear_init import ridge_fit
+
+    X, y, peers = _ring_market(loading)
+    ok, mask, days = np.ones(X.shape[:2], bool), np.ones(y.shape, bool), np.arange(X.shape[0])
+    weight, bias, info = ridge_fit(X, ok, y, mask, days, peers=peers)
+    assert info["kept"] is kept and info["days"] == len(days), info
+    if kept:
+        assert info["diff"] > 2 * info["se"] and weight[4, 0] > 0.3  # the neighbours' x_1
+    else:
+        own, own_bias, none = ridge_fit(X, ok, y, mask, days)  # the own-features ridge
+        assert none == {} and np.array_equal(weight[3:], np.zeros((3, 1)))
+        assert np.allclose(weight[:3], own) and np.allclose(bias, own_bias)
+    always = ridge_fit(X, ok, y, mask, days, peers=peers, peer_margin_se=0)
+    assert always[2] == {"kept": True} and np.abs(always[0][3:]).max() > 0

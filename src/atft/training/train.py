@@ -213,15 +213,19 @@ def warm_start_linear_path(module: ATFTLightningModule, dm: PanelDataModule) -> 
             members = np.flatnonzero(usable[d])
             return members, dm.graph_builder.graph(d, members)[0]
 
-    weight, bias = ridge_fit(panel.X, w.sample_ok, w.y_norm.numpy(), panel.Y_mask, panel.splits.train,
-                             alpha=float(lin_cfg.get("ridge_alpha", 1.0)), seed=int(module.cfg.seed), peers=peers)
+    weight, bias, info = ridge_fit(panel.X, w.sample_ok, w.y_norm.numpy(), panel.Y_mask, panel.splits.train,
+                                   alpha=float(lin_cfg.get("ridge_alpha", 1.0)), seed=int(module.cfg.seed),
+                                   peers=peers, peer_margin_se=float(lin_cfg.get("peer_margin_se", 2.0)))
     F = panel.X.shape[2]
     module.model.linear_path.set_weights(weight[:F], bias)
     if peers is not None:
         module.model.peer_path.set_weights(weight[F:], np.zeros_like(bias))
-    log.info("linear path: ridge warm start on %d training days (alpha %g, |W| %.3f, peers %s)",
+    module.peer_admission = info or None  # for metrics.json info.peer_block
+    cv = (f", held-out daily IC {info['diff']:+.4f} (HAC SE {info['se']:.4f}, {info['days']} days) vs own features"
+          if "diff" in info else "")
+    log.info("linear path: ridge warm start on %d training days (alpha %g, |W| %.3f, peer block %s%s)",
              len(panel.splits.train), float(lin_cfg.get("ridge_alpha", 1.0)), float(np.linalg.norm(weight[:F])),
-             "off" if peers is None else f"|V| {np.linalg.norm(weight[F:]):.3f}")
+             "off" if peers is None else ("kept" if info["kept"] else "dropped"), cv)
 
 
 MONITORED_METRICS = {"val/ic": "ic", "val/rank_ic": "rank_ic", "val/sharpe": "sharpe"}
@@ -247,20 +251,26 @@ def initial_candidate(module: ATFTLightningModule, dm: PanelDataModule, run_dir:
     series once training is over (``score_initial``), so that validation pass is not part of the start-up.
 
     ``train.checkpoint.include_init`` (default true) with a monitor of ``MONITORED_METRICS``; None otherwise.
-    With the ridge warm start this is the linear model, so the selected model is never worse than it
-    on validation. The weights are kept in ``checkpoints/initial.ckpt`` of ``run_dir``, and a resumed run
+    With the ridge warm start this is the linear model (the deep branch's output muted: its last layer set
+    to 0), so the selected model is never worse than it on validation. The weights are kept in ``initial.ckpt`` of ``run_dir``, and a resumed run
     (``resume_from``) reads them from there: it selects among the same candidates as an uninterrupted run.
     """
     ck = module.cfg.train.checkpoint
     if not ck.get("include_init", False) or MONITORED_METRICS.get(str(ck.monitor)) is None:
         return None
-    path = Path(run_dir) / "checkpoints" / "initial.ckpt" if run_dir is not None else None
+    path = Path(run_dir) / "initial.ckpt" if run_dir is not None else None  # beside checkpoints/, which
+    # Lightning wants empty at the start of a fresh run
     if resume_from is not None:
         if path is None or not path.is_file():
-            log.info("resumed run without checkpoints/initial.ckpt: the initial model is not a candidate")
+            log.info("resumed run without initial.ckpt: the initial model is not a candidate")
             return None
         return {"score": None, "state": load_checkpoint(path, map_location=module.device)["state_dict"]}
     init = {"score": None, "state": _weights(module)}
+    if isinstance(module.model.linear_path, LinearPath):
+        # the candidate is the ridge start itself: the deep branch's small random initial output (training
+        # starts from it, see deep_init_scale) is muted, so keeping this candidate keeps the linear fit exactly
+        for key in ("model.prediction_head.w2", "model.prediction_head.b2"):
+            init["state"][key].zero_()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         AtomicCheckpointIO().save_checkpoint({"state_dict": init["state"]}, path)
@@ -376,7 +386,8 @@ def evaluate_best(module, dm: PanelDataModule, checkpoint: ModelCheckpoint, run_
     info = {"checkpoint": str(best), **chosen, "monitor": checkpoint.monitor,
             "primary_horizon": module.primary_horizon, "cost_bps": cost, "lag": module.eval_lag,
             "splits": dm.panel.splits.describe(dm.panel.dates),
-            "degeneracy_stop": guard.stopped_message if guard is not None else None, "timing": timing}
+            "degeneracy_stop": guard.stopped_message if guard is not None else None, "timing": timing,
+            "peer_block": getattr(module, "peer_admission", None)}
     result = clean_json({"val": val_metrics, "test": test_metrics, "info": info})
     write_json(run_dir / "metrics.json", result)
     h = f"{module.primary_horizon}d"
