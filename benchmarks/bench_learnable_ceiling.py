@@ -37,11 +37,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy.stats import spearmanr
 
 from atft.config import load_config
 from atft.data.panel import load_panel
 from atft.data.sources.synthetic import _structure, market_params, volume_states
+from atft.model import neighbour_mean
 from atft.training.datamodule import build_graph_builder
 from atft.training.targets import cross_sectional_targets
 
@@ -50,15 +52,13 @@ FEATURES = ["returns_1d", "returns_2d", "returns_5d", "returns_20d", "volume_zsc
 
 
 def peer_means(X: np.ndarray, builder) -> np.ndarray:
-    """Mean of each stock's day-graph neighbours' features, per day: ``[D, N, F]`` (0 without neighbours)."""
-    D, N, F = X.shape
+    """Mean of each stock's day-graph neighbours' features, per day: ``[D, N, F]`` (0 without neighbours),
+    by the peer path's own ``neighbour_mean``."""
     out = np.zeros_like(X)
-    for d in range(D):  # loop over days
+    for d in range(X.shape[0]):  # loop over days
         src, dst, _ = builder.day_edges(d)
-        total, count = np.zeros((N, F)), np.zeros(N)
-        np.add.at(total, dst, X[d, src])
-        np.add.at(count, dst, 1.0)
-        out[d] = total / np.maximum(count, 1.0)[:, None]
+        edge_index = torch.from_numpy(np.stack([src, dst]).astype(np.int64))
+        out[d] = neighbour_mean(torch.from_numpy(X[d]), edge_index).numpy()
     return out
 
 

@@ -121,7 +121,10 @@ def test_selection_keeps_the_initial_model_when_training_ruins_it(make_cfg, tmp_
     assert not torch.equal(state[key], last[key])
     # the initial candidate is the ridge start itself: the deep branch's output is muted
     assert not state["model.prediction_head.w2"].any() and not state["model.prediction_head.b2"].any()
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["info"]["selected"].startswith("initial")
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())["info"]
+    assert saved["selected"].startswith("initial")
+    peer = saved["peer_block"]  # the peer path's admission to the ridge start (default: on, gated by CV)
+    assert set(peer) == {"diff", "se", "days", "kept"} and peer["kept"] == (peer["diff"] > 2 * peer["se"])
 
 
 def test_early_stopping_stops_on_a_flat_validation_score(make_cfg, tmp_path):

@@ -199,11 +199,13 @@ def write_test_outputs(run_dir: Path, panel: Panel, horizons: list[int], out: di
     write_json(run_dir / "feature_importance.json", importance)
 
 
-def warm_start_linear_path(module: ATFTLightningModule, dm: PanelDataModule) -> None:
-    """Set the linear path to the ridge fit on the training days (``model.linear_path.init=ridge``)."""
+def warm_start_linear_path(module: ATFTLightningModule, dm: PanelDataModule) -> dict | None:
+    """Set the linear path (and the peer path) to the ridge fit on the training days
+    (``model.linear_path.init=ridge``). Returns the peer block's admission record (``ridge_fit``; None
+    without a peer path), for ``metrics.json`` ``info.peer_block``."""
     lin_cfg = module.cfg.model.get("linear_path") or {}
     if not isinstance(module.model.linear_path, LinearPath) or lin_cfg.get("init", "ridge") != "ridge":
-        return
+        return None
     panel, w = dm.panel, dm.windows
     peers = None
     if isinstance(module.model.peer_path, PeerPath) and dm.graph_builder is not None:
@@ -220,12 +222,12 @@ def warm_start_linear_path(module: ATFTLightningModule, dm: PanelDataModule) -> 
     module.model.linear_path.set_weights(weight[:F], bias)
     if peers is not None:
         module.model.peer_path.set_weights(weight[F:], np.zeros_like(bias))
-    module.peer_admission = info or None  # for metrics.json info.peer_block
     cv = (f", held-out daily IC {info['diff']:+.4f} (HAC SE {info['se']:.4f}, {info['days']} days) vs own features"
           if "diff" in info else "")
     log.info("linear path: ridge warm start on %d training days (alpha %g, |W| %.3f, peer block %s%s)",
              len(panel.splits.train), float(lin_cfg.get("ridge_alpha", 1.0)), float(np.linalg.norm(weight[:F])),
              "off" if peers is None else ("kept" if info["kept"] else "dropped"), cv)
+    return info or None
 
 
 MONITORED_METRICS = {"val/ic": "ic", "val/rank_ic": "rank_ic", "val/sharpe": "sharpe"}
@@ -367,11 +369,13 @@ def select_model(module, dm: PanelDataModule, checkpoint: ModelCheckpoint, init:
 
 
 def evaluate_best(module, dm: PanelDataModule, checkpoint: ModelCheckpoint, run_dir: Path, guard,
-                  init: dict | None = None, score_test: bool = True, timing: dict | None = None) -> dict:
+                  init: dict | None = None, score_test: bool = True, timing: dict | None = None,
+                  peer_block: dict | None = None) -> dict:
     """Load the selected model (``select_model``), score validation and the test split once, write outputs.
 
     With ``score_test=False`` (hyper-parameter search) only validation is scored: ``"test"`` is None.
-    ``timing`` (the training's :meth:`ProgressLog.summary`) goes to ``info.timing`` with the scoring times.
+    ``timing`` (the training's :meth:`ProgressLog.summary`) goes to ``info.timing`` with the scoring times;
+    ``peer_block`` (``warm_start_linear_path``'s record) to ``info.peer_block``.
     """
     chosen = select_model(module, dm, checkpoint, score_initial(module, dm, init))
     best = selected_path(checkpoint)
@@ -387,7 +391,7 @@ def evaluate_best(module, dm: PanelDataModule, checkpoint: ModelCheckpoint, run_
             "primary_horizon": module.primary_horizon, "cost_bps": cost, "lag": module.eval_lag,
             "splits": dm.panel.splits.describe(dm.panel.dates),
             "degeneracy_stop": guard.stopped_message if guard is not None else None, "timing": timing,
-            "peer_block": getattr(module, "peer_admission", None)}
+            "peer_block": peer_block}
     result = clean_json({"val": val_metrics, "test": test_metrics, "info": info})
     write_json(run_dir / "metrics.json", result)
     h = f"{module.primary_horizon}d"
@@ -500,8 +504,7 @@ def _train(cfg, run_dir: Path, log_file: Path, resume_from: str | None, dry_run_
         save_config(cfg, run_dir / "config.yaml")
         write_json(run_dir / "data.json", data_record(panel))
         log.info("log file %s, run folder %s", log_file, run_dir)
-    if resume_from is None:
-        warm_start_linear_path(module, dm)
+    peer_block = warm_start_linear_path(module, dm) if resume_from is None else None
     init = initial_candidate(module, dm, run_dir, resume_from) if _rank() == 0 else None
     callbacks, checkpoint, guard = build_callbacks(cfg, run_dir, extra_callbacks)
     callbacks.append(NonFiniteGuard.from_config(cfg, panel.dates))
@@ -513,4 +516,4 @@ def _train(cfg, run_dir: Path, log_file: Path, resume_from: str | None, dry_run_
         return {}
     progress = next(c for c in callbacks if isinstance(c, ProgressLog))
     return evaluate_best(module, dm, checkpoint, run_dir, guard, init, score_test=score_test,
-                         timing=progress.summary())
+                         timing=progress.summary(), peer_block=peer_block)
