@@ -262,3 +262,23 @@ def test_checkpointed_encoder_gives_the_same_values_and_gradients_and_saves_far_
     for key, grad in plain["grads"].items():
         torch.testing.assert_close(chunked["grads"][key], grad, atol=1e-6, rtol=1e-4)
     assert chunked_bytes < 0.25 * plain_bytes, (chunked_bytes, plain_bytes)
+
+
+def test_auto_checkpointing_turns_on_for_large_cpu_batches_only(monkeypatch):
+    import atft.model as model_mod
+
+    torch.manual_seed(0)
+    model = build_model(_model_cfg(), F, HORIZONS).eval()  # the config's default: auto
+    x, edge_index, edge_attr = _batch()
+    assert model.checkpoint_samples == -1 and model._checkpoint_chunk(x) == 0  # a 12-sample batch: off
+    plain_bytes, plain = _saved_bytes(model, x, edge_index, edge_attr)
+    embed_bytes = x.numel() * model.variable_selection.embed_dim * 4  # [F, B*T, d_e] float32
+    monkeypatch.setattr(model_mod, "AUTO_CHECKPOINT_BYTES", embed_bytes)
+    monkeypatch.setattr(model_mod, "AUTO_CHECKPOINT_SAMPLES", 4)
+    assert model._checkpoint_chunk(x) == 4 and model._checkpoint_chunk(x[:11]) == 0  # at the threshold: on
+    auto_bytes, auto = _saved_bytes(model, x, edge_index, edge_attr)
+    torch.testing.assert_close(auto["out"]["predictions"], plain["out"]["predictions"], atol=1e-6, rtol=1e-5)
+    assert auto_bytes < 0.25 * plain_bytes, (auto_bytes, plain_bytes)
+    for bad in ("sometimes", -3):
+        with pytest.raises(InputError, match="checkpoint_samples"):
+            build_model(_model_cfg(checkpoint_samples=bad), F, HORIZONS)

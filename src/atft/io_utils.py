@@ -63,6 +63,19 @@ def read_parquet(path: str | Path, what: str = "file", columns: list[str] | None
         raise _unreadable(path, what, exc) from None
 
 
+def parquet_row_batches(path: str | Path, what: str, columns: list[str], batch_rows: int):
+    """The file's ``columns`` as pyarrow record batches of up to ``batch_rows`` rows each, in file order, read
+    a row group at a time; a truncated or corrupt file is one ``InputError`` line naming it."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    try:
+        reader = pq.ParquetFile(path, pre_buffer=False)
+        yield from reader.iter_batches(batch_size=max(1, int(batch_rows)), columns=columns, use_threads=True)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file for the user
+        raise _unreadable(path, what, exc) from None
+
+
 def parquet_schema(path: str | Path, what: str = "file") -> dict:
     """Column name -> polars dtype of a parquet file, read from its footer (no data is read)."""
     import polars as pl

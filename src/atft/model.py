@@ -13,6 +13,7 @@ Shape letters: B samples, T lookback, F features, C hidden, H horizons, Q quanti
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 
 import torch
 from torch import nn
@@ -25,6 +26,9 @@ from atft.nn.norm_base import AdaptiveNorm
 from atft.nn.normalization import build_adaptive_norm
 from atft.nn.temporal import TemporalEncoder
 from atft.nn.variable_selection import VariableSelectionNetwork
+
+AUTO_CHECKPOINT_SAMPLES = 500  # model.checkpoint_samples=auto: chunk size when it is on
+AUTO_CHECKPOINT_BYTES = 128 << 20  # ... on for batches whose [F, B*T, d_e] float32 embeddings reach this
 
 MODULE_NAMES = (
     "variable_selection", "backbone_projection", "adaptive_norm", "temporal_encoder", "gat",
@@ -152,7 +156,9 @@ class ATFT_GAT_FAN(nn.Module):
         deep_init_scale: multiplier on the head's last layer at initialisation (default 1.0); below 1
             the deep branch starts close to 0, so a warm-started linear path is the starting model.
         checkpoint_samples: > 0: activation checkpointing of the per-sample encoder in chunks of this
-            many samples while training (``_encode_in_chunks``); 0 (default) off.
+            many samples while training (``_encode_in_chunks``); 0 off; ``"auto"`` (the config's default):
+            chunks of ``AUTO_CHECKPOINT_SAMPLES`` on the CPU for a batch whose per-variable embeddings
+            ``[F, B*T, d_e]`` reach ``AUTO_CHECKPOINT_BYTES`` (a 4,000-stock day at T=20, F=73), else off.
 
     Shapes: see ``forward``.
     """
@@ -173,7 +179,7 @@ class ATFT_GAT_FAN(nn.Module):
         interaction_path: nn.Module | None = None,
         deep: bool = True,
         deep_init_scale: float = 1.0,
-        checkpoint_samples: int = 0,
+        checkpoint_samples: int | str = 0,
     ):
         super().__init__()
         self.n_features, self.hidden = n_features, hidden
@@ -194,7 +200,7 @@ class ATFT_GAT_FAN(nn.Module):
         self.peer_path = peer_path if peer_path is not None else NoPath()
         self.interaction_path = interaction_path if interaction_path is not None else NoPath()
         self.deep = bool(deep)
-        self.checkpoint_samples = int(checkpoint_samples)
+        self.checkpoint_samples = _checkpoint_samples(checkpoint_samples)  # -1: auto
         # the point forecast of a quantile head is its level closest to the median
         self.median_index = 0 if not self.quantiles else min(
             range(n_out), key=lambda i: abs(self.quantiles[i] - 0.5))
@@ -263,18 +269,28 @@ class ATFT_GAT_FAN(nn.Module):
         gradients are on: the forward keeps only each chunk's outputs, and the backward recomputes one
         chunk's activations at a time (the variable selection's ``[F, B*T, d_e]`` tensors dominate a
         training step's memory on a 4,000-stock day). Same values and gradients; about one extra forward
-        pass of the encoder in time."""
-        chunk = self.checkpoint_samples
-        if chunk <= 0 or not torch.is_grad_enabled() or x.shape[0] <= chunk:
+        pass of the encoder in time. Without gradients the chunks run one after the other (no recompute):
+        a whole day's forward pass then never holds more than one chunk's temporaries."""
+        chunk = self._checkpoint_chunk(x)
+        if chunk <= 0 or x.shape[0] <= chunk:
             out = self._encode(x, mask)
-        else:
+        else:  # without gradients (validation, scoring, the guard's checks) the chunks just run in turn
             from torch.utils.checkpoint import checkpoint
 
-            parts = [checkpoint(self._encode, x[i:i + chunk], None if mask is None else mask[i:i + chunk],
-                                use_reentrant=False) for i in range(0, x.shape[0], chunk)]
+            run = partial(checkpoint, self._encode, use_reentrant=False) if torch.is_grad_enabled() else self._encode
+            parts = [run(x[i:i + chunk], None if mask is None else mask[i:i + chunk])
+                     for i in range(0, x.shape[0], chunk)]
             out = tuple(torch.cat(p, dim=0) for p in zip(*parts, strict=True))
         weights, projected, normalized, context, temporal = out
         return weights, projected, normalized, (context if context.shape[-1] else None), temporal
+
+    def _checkpoint_chunk(self, x: torch.Tensor) -> int:
+        """Samples per checkpointed chunk for this batch (0: none); ``checkpoint_samples`` or its ``auto``."""
+        if self.checkpoint_samples >= 0:
+            return self.checkpoint_samples
+        B, T, F = x.shape
+        big = B * T * F * self.variable_selection.embed_dim * 4 >= AUTO_CHECKPOINT_BYTES
+        return AUTO_CHECKPOINT_SAMPLES if big and x.device.type == "cpu" else 0
 
     def _linear_only(self, x: torch.Tensor, linear: torch.Tensor) -> dict[str, torch.Tensor]:
         """The outputs of ``forward`` with the deep branch off: the linear path, uniform feature weights."""
@@ -327,7 +343,20 @@ def build_model(model_cfg: Mapping, n_features: int, horizons: Sequence[int]) ->
     return ATFT_GAT_FAN(n_features, horizons, hidden, int(cfg_get(model_cfg, "vsn_embed_dim", 8)), norm,
                         encoder, gat, quantiles, dropout, linear, peers, interaction, deep,
                         float(cfg_get(lin_cfg, "deep_init_scale", 1.0)) if linear is not None else 1.0,
-                        int(cfg_get(model_cfg, "checkpoint_samples", 0) or 0))
+                        cfg_get(model_cfg, "checkpoint_samples", 0))
+
+
+def _checkpoint_samples(value) -> int:
+    """``model.checkpoint_samples``: an int >= 0, or ``auto`` (-1)."""
+    if str(value).lower() == "auto":
+        return -1
+    try:
+        n = int(value or 0)
+    except (TypeError, ValueError):
+        n = -1
+    if n < 0:
+        raise InputError(f"model.checkpoint_samples={value!r}: expected auto or a number of samples >= 0")
+    return n
 
 
 def _count(module: nn.Module) -> int:

@@ -105,3 +105,32 @@ def test_bad_panel_dtype_is_one_line(tmp_path):
     path = _wide_dataset(tmp_path / "wide.parquet")
     with pytest.raises(InputError, match="data.panel_dtype='int8'"):
         load_panel(path, _cfg(path, **{"data.panel_dtype": "int8"}))
+
+
+def test_row_order_of_the_file_does_not_change_the_panel(tmp_path):
+    """Date-major complete rows take the loader's plain-copy path, code-major and shuffled rows the scatter."""
+    shuffled = _wide_dataset(tmp_path / "shuffled.parquet")
+    frame = pl.read_parquet(shuffled)
+    panels = [load_panel(shuffled, _cfg(shuffled))]
+    for name, keys in (("date_major", ["Date", "Code"]), ("code_major", ["Code", "Date"])):
+        path = tmp_path / f"{name}.parquet"
+        frame.sort(keys).write_parquet(path, row_group_size=500)
+        panels.append(load_panel(path, _cfg(path)))
+    for other in panels[1:]:
+        assert np.array_equal(other.X, panels[0].X) and np.array_equal(other.M, panels[0].M)
+        assert np.array_equal(other.Y, panels[0].Y, equal_nan=True)
+        assert other.nonfinite == panels[0].nonfinite
+
+
+def test_leakage_screen_samples_long_training_spans_and_still_refuses_a_leak():
+    from atft.data.screen import SCREEN_MAX_DAYS, leakage_screen
+    from atft.errors import InputError
+
+    rng = np.random.default_rng(0)
+    days, stocks = SCREEN_MAX_DAYS * 3, 30
+    Y = rng.standard_normal((days, stocks, 1)).astype(np.float32)
+    X = np.concatenate([rng.standard_normal((days, stocks, 1)), Y + 0.1 * rng.standard_normal(Y.shape)], -1)
+    X = X.astype(np.float32)
+    leakage_screen(X[..., :1], Y, ["noise"], [1], np.arange(days), 0.5)  # no leak: passes
+    with pytest.raises(InputError, match="'peek' has mean daily IC"):
+        leakage_screen(X, Y, ["noise", "peek"], [1], np.arange(days), 0.5)

@@ -13,10 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from atft.errors import InputError
-from atft.io_utils import read_parquet
+from atft.io_utils import parquet_row_batches, read_parquet
 
 CHUNK_BYTES = 64 << 20  # float32 values per column chunk read from the parquet / per day chunk of the panel
 PANEL_DTYPES = ("float32", "float16", "bfloat16")
@@ -57,44 +58,58 @@ def null_counts(path: Path, names: list[str]) -> tuple[dict[str, int], int]:
     return counts, int(meta.num_rows)
 
 
-def nonfinite_counts(df: pl.DataFrame, columns: list[str]) -> dict[str, int]:
-    """Per column, the values that are present (not null) but NaN or +-inf; only columns that have any."""
-    exprs = [pl.col(c).cast(pl.Float64).is_finite().not_().sum().alias(c) for c in columns]
-    counts = df.select(exprs).row(0, named=True) if exprs else {}
-    return {c: int(n) for c, n in counts.items() if n}
-
-
 def fill_dense(path: Path, columns: list[str], di: np.ndarray, ni: np.ndarray,
                shape: tuple[int, int]) -> tuple[np.ndarray, dict[str, int]]:
-    """Read ``columns`` chunk by chunk into one ``[D, N, K]`` float32 array, NaN where missing.
+    """Read ``columns`` into one ``[D, N, K]`` float32 array, NaN where missing, a batch of rows at a time.
+
+    Each batch (about ``CHUNK_BYTES`` of float32 values: every column of a run of rows) is converted to one
+    row-major ``[rows, K]`` block and scattered into the array whole rows at a time (one slice assignment
+    where the rows are consecutive cells, as in a sorted complete panel), so the cost is per row, not per
+    row and column chunk.
 
     Args:
         path: the parquet; its rows are in the order ``di`` / ``ni`` were computed from.
         columns: numeric / boolean columns; NaN and +-inf become NaN (missing).
-        di, ni: ``[R]`` day and stock index of each row.
+        di, ni: ``[R]`` day and stock index of each row (no two rows share a cell).
         shape: ``(D, N)``.
 
-    Returns the array and :func:`nonfinite_counts` of the columns (values present but not finite).
+    Returns the array and the non-finite counts of the columns (values present but NaN or +-inf; only the
+    columns that have any).
     """
-    out = np.full((*shape, len(columns)), np.nan, dtype=np.float32)  # [D, N, K]
+    K, R = len(columns), len(di)
+    complete = R == shape[0] * shape[1]  # every cell has a row: nothing stays missing by default
+    out = np.empty((*shape, K), np.float32) if complete else np.full((*shape, K), np.nan, np.float32)  # [D, N, K]
     if not columns:
         return out, {}
-    cells = out.reshape(-1, len(columns))  # [D*N, K] view: one flat row index scatters faster than two
+    cells = out.reshape(-1, K)  # [D*N, K] view: one flat row index scatters faster than two
     flat = di * shape[1] + ni  # [R]
-    nonfinite: dict[str, int] = {}
-    start = 0
-    for cols in column_chunks(columns, len(di)):
-        frame = read_parquet(path, "dataset", columns=cols)
-        if frame.height != len(di):
-            raise InputError(f"dataset {path}: column {cols[0]!r} has {frame.height} rows, expected {len(di)}")
-        nonfinite.update(nonfinite_counts(frame, cols))
-        values = frame.select(pl.col(c).cast(pl.Float32) for c in cols).to_numpy()  # [R, k]
-        del frame
-        values = values.astype(np.float32, copy=not values.flags.writeable)  # a one-column frame is zero-copy
-        values[~np.isfinite(values)] = np.nan
-        cells[flat, start:start + len(cols)] = values
-        start += len(cols)
-    return out, nonfinite
+    bad = np.zeros(K, dtype=np.int64)  # non-finite values per column, nulls included
+    nulls = np.zeros(K, dtype=np.int64)
+    done = 0
+    for batch in parquet_row_batches(path, "dataset", columns, CHUNK_BYTES // (4 * K)):
+        n = batch.num_rows
+        if done + n > R:
+            raise InputError(f"dataset {path}: column {columns[0]!r} has more than {R} rows")
+        values = np.empty((n, K), dtype=np.float32)  # [n, K] row-major
+        for j, col in enumerate(batch.columns):  # arrow -> numpy column by column: no frame library copies
+            nulls[j] += col.null_count
+            try:
+                values[:, j] = pc.cast(col, pa.float32()).to_numpy(zero_copy_only=False)  # null -> NaN
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise InputError(f"dataset {path}: column {columns[j]!r} is not numeric ({col.type})") from None
+        del batch
+        missing = ~np.isfinite(values)
+        bad += missing.sum(0)
+        values[missing] = np.nan
+        rows = flat[done:done + n]
+        if n and rows[-1] - rows[0] == n - 1 and (n == 1 or bool((np.diff(rows) == 1).all())):
+            cells[rows[0]:rows[0] + n] = values  # consecutive cells: a plain copy
+        else:
+            cells[rows] = values
+        done += n
+    if done != R:
+        raise InputError(f"dataset {path}: column {columns[0]!r} has {done} rows, expected {R}")
+    return out, {c: int(b - z) for c, b, z in zip(columns, bad, nulls, strict=True) if b > z}
 
 
 def finite_share_at_least(X: np.ndarray, share: float) -> np.ndarray:

@@ -59,8 +59,8 @@ class RobustScaler:
             v = x[c]  # a view
             v -= self.center
             v /= self.scale
-            np.clip(v, -self.clip, self.clip, out=v)
-            np.nan_to_num(v, copy=False, nan=0.0)
+            np.clip(v, -self.clip, self.clip, out=v)  # +-inf -> +-clip; NaN stays NaN
+            np.copyto(v, 0.0, where=~np.isfinite(v))  # missing (and an overflow without a clip) -> 0
         return x
 
     def to_dict(self, names: list[str]) -> dict:

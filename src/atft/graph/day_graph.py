@@ -142,7 +142,10 @@ class DayGraphBuilder:
             return empty
         window = self.returns[max(0, d - self.window + 1): d + 1, stocks]  # [W, n], days <= d only
         corr, ok = window_correlation(window, self.min_periods)  # [n, n], [n]
-        score = corr.abs().masked_fill(~(ok[:, None] & ok[None, :]), -1.0)  # [n, n]
+        score = corr.abs()  # [n, n]
+        if not bool(ok.all()):  # stocks without enough history are nobody's candidates and pick none
+            score[~ok] = -1.0
+            score[:, ~ok] = -1.0
         score.fill_diagonal_(-1.0)
         k = min(self.k, len(stocks) - 1)
         top = score.topk(k, dim=1)  # values/indices [n, k]
