@@ -137,6 +137,56 @@ def gpu_section() -> list[str]:
     return ["", "## GPU (`make bench-gpu`, benchmarks/results/gpu.md)", "", f"Last run: {head}; {rows}."]
 
 
+STARTUP_GOAL_S = 30.0
+
+
+def goals_section(steps: list[dict], build: dict, epoch: dict, memory: dict) -> list[str]:
+    """One line per goal of the production-scale issue: the figure this run measured and whether it meets
+    the goal (the sections below have the detail)."""
+    def yes(ok: bool) -> str:
+        return "met" if ok else "**not met**"
+
+    lines = ["", "## The seven goals at a glance", "", "| # | goal | this run | verdict |", "| --- | --- | --- | --- |"]
+    full = [r for r in memory["rows"] if "error" not in r and r["dtype"] == "float32"]
+    if full and not memory.get("quick"):
+        text = "; ".join(f"{r['label'].split(' ')[0]} {r['peak_rss_gb']:.2f} GB = {r['ratio_to_panel']:.2f} x panel "
+                         f"(goal {r['goal_gb']:.2f})" for r in full)
+        lines.append(f"| 1 | training peak RSS <= 2 x float32 panel + 1.5 GB, default settings | {text} | "
+                     f"{yes(all(r['meets_goal'] for r in full))} |")
+        first = full[0]
+        lines.append(f"| 2 | start-up <= {STARTUP_GOAL_S:.0f} s on the 5M-row dataset | {first['startup_s']:.1f} s "
+                     f"(panel loaded at {first['loaded_s']:.1f} s) | {yes(first['startup_s'] <= STARTUP_GOAL_S)} |")
+    else:
+        lines.append("| 1, 2 | memory and start-up at production size | `--quick`: small datasets only | not judged |")
+    b, c = build["build"], build["compare"]
+    lines.append(f"| 3 | build of {b['rows']:,} rows <= 90 s and <= 6 GB; pandas ratio >= 10x | {b['wall_s']:.1f} s, "
+                 f"{b['peak_rss_mb'] / 1024:.2f} GiB; pandas {c['speedup']:.1f}x | "
+                 f"build {yes(b['rows'] >= 5_000_000 and b['wall_s'] <= 90 and b['peak_rss_mb'] / 1024 <= 6)}, "
+                 f"pandas ratio {yes(c['speedup'] >= 10)} |")
+    share = epoch["summary"]["epoch_vs_micro"]
+    lines.append(f"| 4 | full epoch >= 90% of the step microbenchmark | {100 * share:.0f}% on "
+                 f"`{os.path.basename(epoch['env']['data'])}` (not the 5M-row panel) | {yes(share >= 0.9)} at this size |")
+    gpu_path = os.path.join(RESULTS, "gpu.json")
+    gpu = json.load(open(gpu_path)) if os.path.isfile(gpu_path) else None
+    if gpu is None or gpu["env"]["dry"]:
+        lines.append("| 5 | >= 100,000 samples/s at hidden 256 on one H100/H200 (`make bench-gpu`) | no GPU was "
+                     "available: only the `--dry` CPU pass has run | **not measured** |")
+    else:
+        h256 = next((r for r in gpu["steps"] if r["hidden"] == 256), None)
+        rate = h256["samples_per_s"] if h256 else float("nan")
+        lines.append(f"| 5 | >= 100,000 samples/s at hidden 256 on one GPU | {rate:,.0f} samples/s "
+                     f"({gpu['env']['device_name']}) | {yes(rate >= 100_000)} |")
+    peak = steps[0]["env"].get("fp32_matmul_peak_gflops")
+    lines.append(f"| 6 | parameters, FLOPs/sample and share of the measured fp32 peak beside every speed ratio | "
+                 f"table below (peak {peak:.1f} GFLOP/s) | {yes(peak is not None)} |" if peak else
+                 "| 6 | FLOPs beside every speed ratio | no peak measured | **not met** |")
+    busy = epoch["summary"].get("busy")
+    if busy:
+        lines.append(f"| 7 | beside a busy process, slowdown <= the fair share's | {busy['slowdown']:.2f}x against "
+                     f"{busy['proportional']:.2f}x proportional | {yes(busy['slowdown'] <= busy['proportional'])} |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="hidden 64 only, a smaller epoch")
@@ -153,8 +203,10 @@ def main() -> None:
     memory = run("bench_memory.py", *quick)  # big datasets: run `make bench` under the machine's big-run lock
     from bench_build import render as render_build
 
-    text = (table(steps, vsn) + "\n".join(epoch_section(epoch) + gpu_section()) + "\n\n" + render_build(build)
-            + "\n" + render_memory(memory))
+    head, rest = table(steps, vsn).split("\n## ", 1)  # the goals at a glance right after the header
+    text = (head + "\n".join(goals_section(steps, build, epoch, memory)) + "\n\n## " + rest
+            + "\n".join(epoch_section(epoch) + gpu_section()) + "\n\n" + render_build(build) + "\n"
+            + render_memory(memory))
     path = os.path.join(RESULTS, "latest.md")
     with open(path + ".tmp", "w") as fh:
         fh.write(text)
