@@ -125,13 +125,19 @@ def epoch_section(ep: dict) -> list[str]:
     return lines
 
 
-def gpu_section() -> list[str]:
-    """Goal 5: a pointer to ``gpu.md`` (written by ``make bench-gpu``) with its headline figures."""
+def load_gpu() -> dict | None:
+    """``gpu.json`` (written by ``make bench-gpu``), or None before its first run."""
     path = os.path.join(RESULTS, "gpu.json")
     if not os.path.isfile(path):
-        return ["", "## GPU", "", "No `gpu.json`: run `make bench-gpu` (benchmarks/results/gpu.md)."]
+        return None
     with open(path) as fh:
-        gpu = json.load(fh)
+        return json.load(fh)
+
+
+def gpu_section(gpu: dict | None) -> list[str]:
+    """Goal 5: a pointer to ``gpu.md`` (written by ``make bench-gpu``) with its headline figures."""
+    if gpu is None:
+        return ["", "## GPU", "", "No `gpu.json`: run `make bench-gpu` (benchmarks/results/gpu.md)."]
     head = "the `--dry` CPU pass (no GPU was available)" if gpu["env"]["dry"] else gpu["env"]["device_name"]
     rows = ", ".join(f"hidden {r['hidden']}: {r['samples_per_s']:,.0f} samples/s" for r in gpu["steps"])
     return ["", "## GPU (`make bench-gpu`, benchmarks/results/gpu.md)", "", f"Last run: {head}; {rows}."]
@@ -140,7 +146,7 @@ def gpu_section() -> list[str]:
 STARTUP_GOAL_S = 30.0
 
 
-def goals_section(steps: list[dict], build: dict, epoch: dict, memory: dict) -> list[str]:
+def goals_section(steps: list[dict], build: dict, epoch: dict, memory: dict, gpu: dict | None) -> list[str]:
     """One line per goal of the production-scale issue: the figure this run measured and whether it meets
     the goal (the sections below have the detail)."""
     def yes(ok: bool) -> str:
@@ -166,8 +172,6 @@ def goals_section(steps: list[dict], build: dict, epoch: dict, memory: dict) -> 
     share = epoch["summary"]["epoch_vs_micro"]
     lines.append(f"| 4 | full epoch >= 90% of the step microbenchmark | {100 * share:.0f}% on "
                  f"`{os.path.basename(epoch['env']['data'])}` (not the 5M-row panel) | {yes(share >= 0.9)} at this size |")
-    gpu_path = os.path.join(RESULTS, "gpu.json")
-    gpu = json.load(open(gpu_path)) if os.path.isfile(gpu_path) else None
     if gpu is None or gpu["env"]["dry"]:
         lines.append("| 5 | >= 100,000 samples/s at hidden 256 on one H100/H200 (`make bench-gpu`) | no GPU was "
                      "available: only the `--dry` CPU pass has run | **not measured** |")
@@ -203,9 +207,10 @@ def main() -> None:
     memory = run("bench_memory.py", *quick)  # big datasets: run `make bench` under the machine's big-run lock
     from bench_build import render as render_build
 
+    gpu = load_gpu()
     head, rest = table(steps, vsn).split("\n## ", 1)  # the goals at a glance right after the header
-    text = (head + "\n".join(goals_section(steps, build, epoch, memory)) + "\n\n## " + rest
-            + "\n".join(epoch_section(epoch) + gpu_section()) + "\n\n" + render_build(build) + "\n"
+    text = (head + "\n".join(goals_section(steps, build, epoch, memory, gpu)) + "\n\n## " + rest
+            + "\n".join(epoch_section(epoch) + gpu_section(gpu)) + "\n\n" + render_build(build) + "\n"
             + render_memory(memory))
     path = os.path.join(RESULTS, "latest.md")
     with open(path + ".tmp", "w") as fh:

@@ -274,7 +274,7 @@ class ATFT_GAT_FAN(nn.Module):
         chunk = self._checkpoint_chunk(x)
         if chunk <= 0 or x.shape[0] <= chunk:
             out = self._encode(x, mask)
-        else:  # without gradients (validation, scoring, the guard's checks) the chunks just run in turn
+        else:
             from torch.utils.checkpoint import checkpoint
 
             run = partial(checkpoint, self._encode, use_reentrant=False) if torch.is_grad_enabled() else self._encode
@@ -285,7 +285,7 @@ class ATFT_GAT_FAN(nn.Module):
         return weights, projected, normalized, (context if context.shape[-1] else None), temporal
 
     def _checkpoint_chunk(self, x: torch.Tensor) -> int:
-        """Samples per checkpointed chunk for this batch (0: none); ``checkpoint_samples`` or its ``auto``."""
+        """Samples per encoder chunk for this batch (0: the whole batch); ``checkpoint_samples`` or its ``auto``."""
         if self.checkpoint_samples >= 0:
             return self.checkpoint_samples
         B, T, F = x.shape

@@ -1,8 +1,8 @@
-"""Parquet columns -> one preallocated dense ``[D, N, K]`` array, a few columns at a time.
+"""Parquet columns -> one preallocated dense ``[D, N, K]`` array, a batch of rows at a time.
 
-The loader never holds a frame of all features: it reads ``column_chunks`` of the parquet (each about
-``CHUNK_BYTES`` of float32 values), scatters each chunk into the array and drops it, so its peak beside
-the array is one chunk (~2 x ``CHUNK_BYTES``). Statistics over the array (the leakage screen, the scaler)
+The loader never holds a frame of all features: it reads batches of rows of the parquet (each about
+``CHUNK_BYTES`` of float32 values), scatters each batch into the array and drops it, so its peak beside
+the array is one batch (~2 x ``CHUNK_BYTES``). Statistics over the array (the leakage screen, the scaler)
 and its transforms run over ``chunk_slices`` in place, for the same reason.
 
 Shapes: ``D`` days, ``N`` stocks, ``K`` columns, ``R`` parquet rows.
@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from atft.errors import InputError
 from atft.io_utils import parquet_row_batches, read_parquet
 
-CHUNK_BYTES = 64 << 20  # float32 values per column chunk read from the parquet / per day chunk of the panel
+CHUNK_BYTES = 64 << 20  # float32 values per row batch read from the parquet / per day chunk of the panel
 PANEL_DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -102,7 +102,7 @@ def fill_dense(path: Path, columns: list[str], di: np.ndarray, ni: np.ndarray,
         bad += missing.sum(0)
         values[missing] = np.nan
         rows = flat[done:done + n]
-        if n and rows[-1] - rows[0] == n - 1 and (n == 1 or bool((np.diff(rows) == 1).all())):
+        if n and rows[-1] - rows[0] == n - 1 and bool((np.diff(rows) == 1).all()):
             cells[rows[0]:rows[0] + n] = values  # consecutive cells: a plain copy
         else:
             cells[rows] = values
