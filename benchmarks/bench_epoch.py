@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -52,6 +55,17 @@ def child_epoch(args) -> dict:
     return {"wall_s": time.perf_counter() - t0, "threads": dict(cfg.train.trainer.threads_used), **epoch,
             "val_scoring_s": result["info"]["timing"]["val_scoring_s"],
             "test_scoring_s": result["info"]["timing"]["test_scoring_s"]}
+
+
+def rusage_per_step(before, steps: int) -> dict:
+    """Minor page faults, context switches and CPU seconds per step since ``before`` (``getrusage``)."""
+    now = resource.getrusage(resource.RUSAGE_SELF)
+    per = max(1, steps)
+    return {"minor_faults_per_step": (now.ru_minflt - before.ru_minflt) / per,
+            "voluntary_switches_per_step": (now.ru_nvcsw - before.ru_nvcsw) / per,
+            "involuntary_switches_per_step": (now.ru_nivcsw - before.ru_nivcsw) / per,
+            "cpu_s_per_step": (now.ru_utime + now.ru_stime - before.ru_utime - before.ru_stime) / per,
+            "sys_s_per_step": (now.ru_stime - before.ru_stime) / per}
 
 
 def child_micro(args) -> dict:
@@ -84,16 +98,18 @@ def child_micro(args) -> dict:
     module.train()
     for batch in batches[:2]:
         step(batch)  # warm-up
+    before = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     for batch in batches:
         step(batch)
     sec = time.perf_counter() - t0
     samples = sum(int(b["y"].shape[0]) for b in batches)
     return {"threads": share.threads, "steps": len(batches), "samples": samples, "seconds": sec,
-            "samples_per_s": samples / sec}
+            "samples_per_s": samples / sec, **rusage_per_step(before, len(batches))}
 
 
 def _child(args, which: str, run_dir: Path, threads: str, competitor: bool, spin: bool = False) -> dict:
+    shutil.rmtree(run_dir, ignore_errors=True)  # a previous benchmark's finished run would be refused
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.pop("OMP_NUM_THREADS", None)  # the run chooses its threads (train.trainer.num_threads)
     env.pop("OMP_WAIT_POLICY", None)  # atft's default (PASSIVE) ...
@@ -169,7 +185,10 @@ def main() -> None:
         runs["alone_spin"] = _child(args, "epoch", work / "alone_spin", "null", False, spin=True)
         runs["busy_spin"] = _child(args, "epoch", work / "busy_spin", "null", True, spin=True)
     env["load_at_end"] = os.getloadavg()[0]
-    summary = {"epoch_vs_micro": runs["alone"]["train_samples_per_s"] / runs["micro"]["samples_per_s"]}
+    summary = {"epoch_vs_micro": runs["alone"]["train_samples_per_s"] / runs["micro"]["samples_per_s"],
+               # the epoch's count includes its validation pass; the kernel mapping fresh memory shows here
+               "minor_faults_per_step": {"epoch": runs["alone"].get("minor_faults", math.nan) / runs["alone"]["steps"],
+                                         "micro": runs["micro"]["minor_faults_per_step"]}}
     for key, base in (("busy", "alone"), ("busy_1_thread", "alone"), ("busy_spin", "alone_spin")):
         if key in runs:
             n = runs[key]["threads"]["count"]

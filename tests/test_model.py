@@ -282,3 +282,20 @@ def test_auto_checkpointing_turns_on_for_large_cpu_batches_only(monkeypatch):
     for bad in ("sometimes", -3):
         with pytest.raises(InputError, match="checkpoint_samples"):
             build_model(_model_cfg(checkpoint_samples=bad), F, HORIZONS)
+
+
+def test_feature_dropout_hides_whole_variables_of_the_deep_branch_while_training_only():
+    model = build_model(_model_cfg(feature_dropout=0.4, hidden_size=16), F, [1])
+    x = torch.randn(400, T, F) + 3.0  # no exact zeros in the input
+    torch.manual_seed(0)
+    dropped = model._drop_features(x)
+    hidden = dropped == 0  # [B, T, F]
+    assert torch.equal(hidden.all(dim=1), hidden.any(dim=1))  # a variable is hidden over its whole window
+    share = float(hidden[:, 0].float().mean())
+    assert 0.35 < share < 0.45, share  # 400 x F draws at p = 0.4
+    assert torch.equal(dropped[~hidden], x[~hidden])  # kept variables are unscaled
+    assert not torch.equal(hidden[0, 0], hidden[1, 0]) or not torch.equal(hidden[2, 0], hidden[3, 0])  # per sample
+    model.eval()
+    assert model._drop_features(x) is x
+    with pytest.raises(InputError, match="feature_dropout"):
+        build_model(_model_cfg(feature_dropout=1.0), F, [1])

@@ -155,6 +155,8 @@ class ATFT_GAT_FAN(nn.Module):
         deep: False switches the deep branch off: predictions are the linear path alone (ablation).
         deep_init_scale: multiplier on the head's last layer at initialisation (default 1.0); below 1
             the deep branch starts close to 0, so a warm-started linear path is the starting model.
+        feature_dropout: share of input variables hidden from the deep branch per training sample (their
+            whole history set to 0, the scaled median; default 0). The side paths read every variable.
         checkpoint_samples: > 0: activation checkpointing of the per-sample encoder in chunks of this
             many samples while training (``_encode_in_chunks``); 0 off; ``"auto"`` (the config's default):
             chunks of ``AUTO_CHECKPOINT_SAMPLES`` on the CPU for a batch whose per-variable embeddings
@@ -180,8 +182,12 @@ class ATFT_GAT_FAN(nn.Module):
         deep: bool = True,
         deep_init_scale: float = 1.0,
         checkpoint_samples: int | str = 0,
+        feature_dropout: float = 0.0,
     ):
         super().__init__()
+        if not 0.0 <= feature_dropout < 1.0:
+            raise InputError(f"model.feature_dropout must lie in [0, 1), got {feature_dropout}")
+        self.feature_dropout = float(feature_dropout)
         self.n_features, self.hidden = n_features, hidden
         self.horizons = [int(h) for h in horizons]
         self.quantiles = [float(q) for q in quantiles] if quantiles else None
@@ -230,7 +236,7 @@ class ATFT_GAT_FAN(nn.Module):
             linear = linear + self.interaction_path(x)
         if not self.deep:
             return self._linear_only(x, linear)
-        weights, projected, normalized, context, temporal = self._encode_in_chunks(x, mask)
+        weights, projected, normalized, context, temporal = self._encode_in_chunks(self._drop_features(x), mask)
         graph = self.gat(temporal, edge_index, edge_attr)  # [B, C]
         fused = self.fusion(temporal, graph)  # [B, C]
         if context is not None:
@@ -283,6 +289,14 @@ class ATFT_GAT_FAN(nn.Module):
             out = tuple(torch.cat(p, dim=0) for p in zip(*parts, strict=True))
         weights, projected, normalized, context, temporal = out
         return weights, projected, normalized, (context if context.shape[-1] else None), temporal
+
+    def _drop_features(self, x: torch.Tensor) -> torch.Tensor:
+        """While training, each sample's variables hidden with probability ``feature_dropout`` (all T steps
+        of a hidden variable set to 0); the identity otherwise. ``[B, T, F] -> [B, T, F]``."""
+        if not self.training or self.feature_dropout <= 0.0:
+            return x
+        keep = torch.rand(x.shape[0], 1, x.shape[2], device=x.device) >= self.feature_dropout  # [B, 1, F]
+        return x * keep.to(x.dtype)
 
     def _checkpoint_chunk(self, x: torch.Tensor) -> int:
         """Samples per encoder chunk for this batch (0: the whole batch); ``checkpoint_samples`` or its ``auto``."""
@@ -343,7 +357,7 @@ def build_model(model_cfg: Mapping, n_features: int, horizons: Sequence[int]) ->
     return ATFT_GAT_FAN(n_features, horizons, hidden, int(cfg_get(model_cfg, "vsn_embed_dim", 8)), norm,
                         encoder, gat, quantiles, dropout, linear, peers, interaction, deep,
                         float(cfg_get(lin_cfg, "deep_init_scale", 1.0)) if linear is not None else 1.0,
-                        cfg_get(model_cfg, "checkpoint_samples", 0))
+                        cfg_get(model_cfg, "checkpoint_samples", 0), float(cfg_get(model_cfg, "feature_dropout", 0.0)))
 
 
 def _checkpoint_samples(value) -> int:

@@ -1,6 +1,7 @@
 """The progress log: lines every N steps or seconds, ETA, validation kept out of the training rate."""
 
 import logging
+import re
 from types import SimpleNamespace
 
 import torch
@@ -78,6 +79,7 @@ def test_lines_by_time_when_steps_are_slow(caplog):
 
 def test_run_logs_progress_and_records_threads_and_scoring_times(make_cfg, tmp_path):
     import json
+    import platform
 
     import yaml
 
@@ -93,6 +95,10 @@ def test_run_logs_progress_and_records_threads_and_scoring_times(make_cfg, tmp_p
     used = yaml.safe_load((run / "config.yaml").read_text())["train"]["trainer"]["threads_used"]
     assert used["count"] == 1 and used["source"] == "config train.trainer.num_threads"
     assert used["omp_wait_policy"] == "PASSIVE"  # atft sets it before torch starts OpenMP
+    alloc = yaml.safe_load((run / "config.yaml").read_text())["train"]["trainer"]["allocator_used"]
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert alloc == ({"mode": "threshold", "applied": True, "mmap_threshold_mb": 32, "trim_threshold_mb": 64}
+                     if glibc else {"mode": "threshold", "applied": False, "why": "not glibc"})
     log = (tmp_path / "_logs" / "prog.log").read_text()
     assert "progress: epoch 1/1 step 1/" in log and "samples/s" in log and "epoch ETA" in log
     assert "epoch 1 timing: train" in log and "test scoring:" in log and "intra-op threads: 1" in log
@@ -100,3 +106,6 @@ def test_run_logs_progress_and_records_threads_and_scoring_times(make_cfg, tmp_p
     assert timing["val_scoring_s"] > 0 and timing["test_scoring_s"] > 0
     assert len(timing["epochs"]) == 1 and timing["epochs"][0]["train_samples"] > 0
     assert timing["epochs"][0]["val_samples"] > 0 and timing["train_samples_per_s"] > 0
+    epoch = timing["epochs"][0]  # the process's CPU and page faults over the epoch, in the record and the log
+    assert 0 <= epoch["system_s"] <= epoch["cpu_s"] and epoch["cpu_s"] > 0 and epoch["minor_faults"] >= 0
+    assert re.search(r"epoch 1 timing: .* \| CPU [\d.]+s \(system [\d.]+s\), [\d,]+ page faults", log)

@@ -6,11 +6,13 @@ import re
 import lightning.pytorch as pl
 import numpy as np
 import polars as pl_df
+import pytest
 import torch
 import yaml
 from synthetic_panel import write_dataset
 
 from atft.data.panel import load_panel
+from atft.errors import InputError
 from atft.training.datamodule import PanelDataModule
 from atft.training.module import ATFTLightningModule
 from atft.training.train import train
@@ -98,3 +100,39 @@ def test_run_folder_outputs_and_env_switches_in_config(make_cfg, tmp_path):
 def test_dry_run_writes_no_run_folder(make_cfg, tmp_path):
     out = train(make_cfg("dry"), dry_run_only=True)
     assert out["dry_run"] and np.isfinite(out["loss"]) and not (tmp_path / "dry").exists()
+
+
+def _test_pred(cfg, state: dict) -> np.ndarray:
+    """Test-split predictions ``[S]`` (1d) of the weights ``state``, in the order of predictions_test.parquet."""
+    from atft.training.train import _split_predictions
+
+    panel = load_panel(cfg.data.path, cfg.data, model_cfg=cfg.model)
+    module = ATFTLightningModule(cfg, len(panel.feature_names), panel.horizons)
+    module.load_state_dict(state)
+    dm = PanelDataModule(cfg, panel)
+    dm.setup("fit")
+    dense = _split_predictions(module, dm, "test")[1]
+    return dense["pred"][..., 0][dense["valid"]]
+
+
+def test_weight_averaging_scores_the_average_and_resumes_exactly(make_cfg, tmp_path):
+    extra = {"train.weight_averaging.ema_decay": 0.6, "train.checkpoint.include_init": False,
+             "train.optimizer.schedule_epochs": 2, "train.early_stopping.patience": 0}
+    full = train(make_cfg("ema", **extra, **{"train.trainer.max_epochs": 2}))
+    best = torch.load(tmp_path / "ema" / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    raw = best["current_model_state"]  # the optimiser's weights sit beside the average
+    assert any(not torch.equal(v, raw[k]) for k, v in best["state_dict"].items())
+    cfg = make_cfg("ema", **extra)
+    saved = np.sort(pl_df.read_parquet(tmp_path / "ema" / "predictions_test.parquet")["pred_1d"].to_numpy())
+    assert np.allclose(np.sort(_test_pred(cfg, best["state_dict"])), saved, atol=1e-6)  # the average was scored
+    assert not np.allclose(np.sort(_test_pred(cfg, raw)), saved, atol=1e-4)  # ... not the raw weights
+    train(make_cfg("ema_split", **extra, **{"train.trainer.max_epochs": 1}))
+    resumed = train(make_cfg("ema_split", **extra, **{"train.trainer.max_epochs": 2}),
+                    resume_from=str(tmp_path / "ema_split" / "checkpoints" / "last.ckpt"))
+    a, b = _last_state(tmp_path / "ema"), _last_state(tmp_path / "ema_split")
+    for key in ("state_dict", "current_model_state"):
+        for name, value in a[key].items():
+            assert torch.equal(value, b[key][name]), (key, name)
+    assert full["test"] == resumed["test"]
+    with pytest.raises(InputError, match="ema_decay"):
+        train(make_cfg("bad", **{"train.weight_averaging.ema_decay": 1.0}))

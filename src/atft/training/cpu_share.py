@@ -153,12 +153,17 @@ def _local_processes(trainer_cfg) -> int:
 def apply_cpu_share(cfg) -> CpuShare:
     """Set torch's intra-op threads from ``cfg.train.trainer.num_threads`` or the detected CPU share, and
     record the choice in ``cfg.train.trainer.threads_used`` (``{"count": n, "source": "...", "omp_wait_policy":
-    ...}``; the wait policy is set in ``atft/__init__.py``, before torch starts OpenMP)."""
+    ...}``; the wait policy is set in ``atft/__init__.py``, before torch starts OpenMP). Also fixes glibc's
+    malloc settings (``train.trainer.malloc``, ``atft.training.allocator``), recorded in
+    ``cfg.train.trainer.allocator_used``."""
     import torch
+
+    from atft.training.allocator import tune_malloc
 
     t = cfg.train.trainer
     share = choose_threads(t.get("num_threads"), processes=_local_processes(t))
     torch.set_num_threads(share.threads)
     t.threads_used = {"count": share.threads, "source": share.source,
                       "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY") or "OpenMP default"}
+    t.allocator_used = tune_malloc(t.get("malloc", None))
     return share

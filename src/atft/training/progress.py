@@ -4,19 +4,27 @@ Lightning's progress bar is drawn on a terminal only (``train.trainer.enable_pro
 with ``nohup … > log`` or under a scheduler shows nothing until the epoch ends. :class:`ProgressLog` writes::
 
     progress: epoch 2/10 step 340/1500 (global 1840) | 1,234 samples/s | 2.41 steps/s | epoch ETA 8m01s | run ETA 1h14m
-    epoch 2 timing: train 612.3s, 3,140,000 samples, 5,128 samples/s | validation 41.2s, 410,000 samples
+    epoch 2 timing: train 612.3s, 3,140,000 samples, 5,128 samples/s | validation 41.2s, 410,000 samples | CPU 1210.4s (system 31.0s), 74,210 page faults
 
 through the ``atft.training`` logger (file + console), and keeps one timing record per epoch
 (:meth:`ProgressLog.summary`), which ``metrics.json`` carries under ``info.timing``.
 
 Samples are the stock-day rows of each batch (``batch["y"]``); training time runs from the epoch's start to
-its last optimiser step, so the validation pass (timed on its own) is not counted in the training rate.
+its last optimiser step, so the validation pass (timed on its own) is not counted in the training rate. The
+CPU seconds (user + system) and minor page faults are the process's over the whole epoch, validation included
+(``getrusage``): a system share far above the later epochs' is the kernel mapping fresh memory
+(``atft.training.allocator``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+
+try:
+    import resource
+except ImportError:  # Windows: no getrusage, the epoch record leaves the CPU figures out
+    resource = None
 
 import lightning.pytorch as pl
 
@@ -68,6 +76,7 @@ class ProgressLog(pl.Callback):
         self._steps = self._samples = 0
         self._val_s = 0.0
         self._val_samples = 0
+        self._usage = None
 
     @classmethod
     def from_config(cls, cfg) -> ProgressLog:
@@ -75,6 +84,7 @@ class ProgressLog(pl.Callback):
         return cls(int(p.get("every_steps") or 0), float(p.get("every_s") or 0.0))
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._usage = resource.getrusage(resource.RUSAGE_SELF) if resource is not None else None
         self._epoch_start = self._last_line = self._last_step_end = self.clock()
         self._steps = self._samples = self._val_samples = 0
         self._val_s = 0.0
@@ -120,11 +130,18 @@ class ProgressLog(pl.Callback):
         record = {"epoch": trainer.current_epoch + 1, "steps": self._steps, "train_s": train_s,
                   "train_samples": self._samples, "train_samples_per_s": self._samples / train_s,
                   "val_s": self._val_s, "val_samples": self._val_samples}
+        usage = ""
+        if self._usage is not None:
+            now, before = resource.getrusage(resource.RUSAGE_SELF), self._usage
+            record.update(cpu_s=now.ru_utime + now.ru_stime - before.ru_utime - before.ru_stime,
+                          system_s=now.ru_stime - before.ru_stime, minor_faults=now.ru_minflt - before.ru_minflt)
+            usage = (f" | CPU {record['cpu_s']:.1f}s (system {record['system_s']:.1f}s), "
+                     f"{record['minor_faults']:,} page faults")
         self.epochs.append(record)
         if trainer.is_global_zero:
-            log.info("epoch %d timing: train %.1fs, %s samples, %s samples/s | validation %.1fs, %s samples",
+            log.info("epoch %d timing: train %.1fs, %s samples, %s samples/s | validation %.1fs, %s samples%s",
                      record["epoch"], train_s, f"{self._samples:,}", f"{record['train_samples_per_s']:,.0f}",
-                     self._val_s, f"{self._val_samples:,}")
+                     self._val_s, f"{self._val_samples:,}", usage)
 
     def summary(self) -> dict:
         """``{"epochs": [...per-epoch records...], "train_samples_per_s": <over all epochs>}``."""

@@ -38,14 +38,14 @@ import lightning.pytorch as pl
 import numpy as np
 import polars as pl_df
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from atft.checkpoint_io import check_resume, load_checkpoint
 from atft.config import save_config
 from atft.data.panel import Panel, load_panel
-from atft.errors import RunError
+from atft.errors import InputError, RunError
 from atft.evaluation.hac import hac_se
 from atft.evaluation.metrics import daily_ic, daily_rank_ic, evaluate_predictions, lag_label
 from atft.io_utils import clean_json, write_json, write_parquet
@@ -116,6 +116,12 @@ def build_callbacks(cfg, run_dir: Path, extra_callbacks=()) -> tuple[list[pl.Cal
     if stop.get("patience"):
         callbacks.append(EarlyStopping(monitor=ck.monitor, mode=ck.mode, patience=int(stop.patience),
                                        min_delta=float(stop.get("min_delta") or 0.0), check_finite=False))
+    decay = (cfg.train.get("weight_averaging") or {}).get("ema_decay")
+    if decay is not None:
+        if not 0.0 < float(decay) < 1.0:
+            raise InputError(f"train.weight_averaging.ema_decay={decay} is out of range; expected 0 < decay < 1 or null")
+        # validation, checkpoint selection and test scoring see the average; last.ckpt keeps the raw weights too
+        callbacks.append(EMAWeightAveraging(decay=float(decay)))
     guard = DegeneracyGuard.from_config(cfg) if cfg.train.degeneracy.enabled else None
     if guard is not None:
         callbacks.append(guard)
