@@ -136,3 +136,16 @@ def test_weight_averaging_scores_the_average_and_resumes_exactly(make_cfg, tmp_p
     assert full["test"] == resumed["test"]
     with pytest.raises(InputError, match="ema_decay"):
         train(make_cfg("bad", **{"train.weight_averaging.ema_decay": 1.0}))
+
+
+def test_ema_time_constant_in_epochs_becomes_a_per_step_decay():
+    from atft.training.train import ema_decay
+
+    assert ema_decay({}, 100) is None and ema_decay({"ema_decay": None, "ema_epochs": None}, 100) is None
+    assert ema_decay({"ema_decay": 0.99}, 7) == 0.99
+    # one epoch: 1 - 1/steps, so the time constant is the epoch's length on any panel size
+    assert abs(ema_decay({"ema_epochs": 1}, 200) - 0.995) < 1e-12
+    assert abs(ema_decay({"ema_epochs": 2}, 15) - (1 - 1 / 30)) < 1e-12
+    for bad in ({"ema_epochs": 1, "ema_decay": 0.9}, {"ema_epochs": 0}, {"ema_decay": 1.0}):
+        with pytest.raises(InputError, match="weight_averaging"):
+            ema_decay(bad, 10)

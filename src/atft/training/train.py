@@ -97,10 +97,11 @@ def resolve_run_dir(cfg) -> Path:
     return path
 
 
-def build_callbacks(cfg, run_dir: Path, extra_callbacks=()) -> tuple[list[pl.Callback], ModelCheckpoint,
-                                                                    DegeneracyGuard | None]:
-    """Checkpoint, epoch summary, progress log, early stopping, degeneracy guard, gradient monitor;
-    ``extra_callbacks`` last."""
+def build_callbacks(cfg, run_dir: Path, extra_callbacks=(), steps_per_epoch: int | None = None
+                    ) -> tuple[list[pl.Callback], ModelCheckpoint, DegeneracyGuard | None]:
+    """Checkpoint, epoch summary, progress log, early stopping, weight averaging, degeneracy guard, gradient
+    monitor; ``extra_callbacks`` last. ``steps_per_epoch`` turns ``train.weight_averaging.ema_epochs`` into a
+    per-step decay."""
     ck = cfg.train.checkpoint
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=ck.monitor,
                                  mode=ck.mode, save_top_k=1, auto_insert_metric_name=False,
@@ -116,12 +117,12 @@ def build_callbacks(cfg, run_dir: Path, extra_callbacks=()) -> tuple[list[pl.Cal
     if stop.get("patience"):
         callbacks.append(EarlyStopping(monitor=ck.monitor, mode=ck.mode, patience=int(stop.patience),
                                        min_delta=float(stop.get("min_delta") or 0.0), check_finite=False))
-    decay = (cfg.train.get("weight_averaging") or {}).get("ema_decay")
+    decay = ema_decay(cfg.train.get("weight_averaging") or {}, steps_per_epoch)
     if decay is not None:
-        if not 0.0 < float(decay) < 1.0:
-            raise InputError(f"train.weight_averaging.ema_decay={decay} is out of range; expected 0 < decay < 1 or null")
         # validation, checkpoint selection and test scoring see the average; last.ckpt keeps the raw weights too
-        callbacks.append(EMAWeightAveraging(decay=float(decay)))
+        log.info("weight averaging: EMA decay %.5f per optimiser step (time constant %.0f steps)", decay,
+                 1.0 / (1.0 - decay))
+        callbacks.append(EMAWeightAveraging(decay=decay))
     guard = DegeneracyGuard.from_config(cfg) if cfg.train.degeneracy.enabled else None
     if guard is not None:
         callbacks.append(guard)
@@ -132,6 +133,22 @@ def build_callbacks(cfg, run_dir: Path, extra_callbacks=()) -> tuple[list[pl.Cal
                                          encoder_hooks=bool(mon.encoder_grad_hooks),
                                          jsonl_path=run_dir / "grad_norms.jsonl"))
     return callbacks + list(extra_callbacks), checkpoint, guard
+
+
+def ema_decay(averaging, steps_per_epoch: int | None) -> float | None:
+    """The per-step EMA decay of ``train.weight_averaging``: ``ema_decay`` as given, or ``ema_epochs`` (the
+    average's time constant in epochs) as ``1 - 1 / (ema_epochs * steps_per_epoch)``; None when both are
+    null. A time constant in epochs means the same on a 60-stock and a 4,000-stock panel."""
+    decay, epochs = averaging.get("ema_decay"), averaging.get("ema_epochs")
+    if decay is not None and epochs is not None:
+        raise InputError("train.weight_averaging: set ema_decay or ema_epochs, not both")
+    if epochs is not None:
+        if not float(epochs) > 0:
+            raise InputError(f"train.weight_averaging.ema_epochs={epochs} is out of range; expected > 0 or null")
+        return 1.0 - 1.0 / max(1.0, float(epochs) * max(1, int(steps_per_epoch or 1)))
+    if decay is not None and not 0.0 < float(decay) < 1.0:
+        raise InputError(f"train.weight_averaging.ema_decay={decay} is out of range; expected 0 < decay < 1 or null")
+    return None if decay is None else float(decay)
 
 
 def build_strategy(trainer_cfg):
@@ -512,9 +529,10 @@ def _train(cfg, run_dir: Path, log_file: Path, resume_from: str | None, dry_run_
         log.info("log file %s, run folder %s", log_file, run_dir)
     peer_block = warm_start_linear_path(module, dm) if resume_from is None else None
     init = initial_candidate(module, dm, run_dir, resume_from) if _rank() == 0 else None
-    callbacks, checkpoint, guard = build_callbacks(cfg, run_dir, extra_callbacks)
+    n_batches = len(dm.train_dataloader())
+    callbacks, checkpoint, guard = build_callbacks(cfg, run_dir, extra_callbacks, steps_per_epoch=n_batches)
     callbacks.append(NonFiniteGuard.from_config(cfg, panel.dates))
-    trainer = build_trainer(cfg, run_dir, callbacks, len(dm.train_dataloader()))
+    trainer = build_trainer(cfg, run_dir, callbacks, n_batches)
     trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
     if guard is not None and guard.stopped_message:
         log.error("training stopped early by the degeneracy guard; evaluating the best checkpoint so far")
