@@ -57,17 +57,6 @@ def child_epoch(args) -> dict:
             "test_scoring_s": result["info"]["timing"]["test_scoring_s"]}
 
 
-def rusage_per_step(before, steps: int) -> dict:
-    """Minor page faults, context switches and CPU seconds per step since ``before`` (``getrusage``)."""
-    now = resource.getrusage(resource.RUSAGE_SELF)
-    per = max(1, steps)
-    return {"minor_faults_per_step": (now.ru_minflt - before.ru_minflt) / per,
-            "voluntary_switches_per_step": (now.ru_nvcsw - before.ru_nvcsw) / per,
-            "involuntary_switches_per_step": (now.ru_nivcsw - before.ru_nivcsw) / per,
-            "cpu_s_per_step": (now.ru_utime + now.ru_stime - before.ru_utime - before.ru_stime) / per,
-            "sys_s_per_step": (now.ru_stime - before.ru_stime) / per}
-
-
 def child_micro(args) -> dict:
     """The training step alone on the epoch's first ``--micro-batches`` batches, gathered beforehand."""
     import torch
@@ -77,6 +66,7 @@ def child_micro(args) -> dict:
     from atft.training.cpu_share import apply_cpu_share
     from atft.training.datamodule import PanelDataModule
     from atft.training.module import ATFTLightningModule
+    from atft.training.progress import usage_since
 
     cfg = load_config(_overrides(args, Path(args.run_dir), args.threads))
     share = apply_cpu_share(cfg)
@@ -105,7 +95,8 @@ def child_micro(args) -> dict:
     sec = time.perf_counter() - t0
     samples = sum(int(b["y"].shape[0]) for b in batches)
     return {"threads": share.threads, "steps": len(batches), "samples": samples, "seconds": sec,
-            "samples_per_s": samples / sec, **rusage_per_step(before, len(batches))}
+            "samples_per_s": samples / sec,
+            **{f"{k}_per_step": v / len(batches) for k, v in usage_since(before).items()}}
 
 
 def _child(args, which: str, run_dir: Path, threads: str, competitor: bool, spin: bool = False) -> dict:

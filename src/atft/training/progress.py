@@ -31,6 +31,14 @@ import lightning.pytorch as pl
 log = logging.getLogger("atft.training")
 
 
+def usage_since(before) -> dict:
+    """The process's CPU seconds (user + system), system seconds and minor page faults since ``before``
+    (a ``resource.getrusage(RUSAGE_SELF)`` result)."""
+    now = resource.getrusage(resource.RUSAGE_SELF)
+    return {"cpu_s": now.ru_utime + now.ru_stime - before.ru_utime - before.ru_stime,
+            "system_s": now.ru_stime - before.ru_stime, "minor_faults": now.ru_minflt - before.ru_minflt}
+
+
 def format_duration(seconds: float) -> str:
     """``42s``, ``8m01s``, ``1h14m``."""
     seconds = max(0.0, float(seconds))
@@ -132,9 +140,7 @@ class ProgressLog(pl.Callback):
                   "val_s": self._val_s, "val_samples": self._val_samples}
         usage = ""
         if self._usage is not None:
-            now, before = resource.getrusage(resource.RUSAGE_SELF), self._usage
-            record.update(cpu_s=now.ru_utime + now.ru_stime - before.ru_utime - before.ru_stime,
-                          system_s=now.ru_stime - before.ru_stime, minor_faults=now.ru_minflt - before.ru_minflt)
+            record.update(usage_since(self._usage))
             usage = (f" | CPU {record['cpu_s']:.1f}s (system {record['system_s']:.1f}s), "
                      f"{record['minor_faults']:,} page faults")
         self.epochs.append(record)
