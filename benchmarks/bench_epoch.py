@@ -41,7 +41,8 @@ def _overrides(args, run_dir: Path, threads: str) -> list[str]:
     return [f"data.path={args.data}", f"run_dir={run_dir}", f"run_name={run_dir.name}",
             f"train.log_dir={run_dir.parent / 'logs'}", "train.trainer.max_epochs=1",
             f"model.hidden_size={args.hidden}", f"train.batch.train_batch_size={args.batch}",
-            "train.checkpoint.include_init=false", f"train.trainer.num_threads={threads}"]
+            "train.checkpoint.include_init=false", f"train.trainer.num_threads={threads}",
+            *([f"train.trainer.malloc={args.malloc}"] if args.malloc else [])]
 
 
 def child_epoch(args) -> dict:
@@ -63,6 +64,7 @@ def child_micro(args) -> dict:
 
     from atft.config import load_config
     from atft.data.panel import load_panel
+    from atft.training.allocator import heap_for_training
     from atft.training.cpu_share import apply_cpu_share
     from atft.training.datamodule import PanelDataModule
     from atft.training.module import ATFTLightningModule
@@ -74,6 +76,7 @@ def child_micro(args) -> dict:
     module = ATFTLightningModule(cfg, len(panel.feature_names), panel.horizons)
     dm = PanelDataModule(cfg, panel)
     dm.setup("fit")
+    heap_for_training(cfg.train.trainer.get("malloc"))  # as train() does before fitting
     loader = iter(dm.loader("train", True, int(cfg.train.batch.train_batch_size), shard=False))
     batches = [dm.complete_batch(next(loader)) for _ in range(args.micro_batches)]
     opt = torch.optim.AdamW(module.parameters(), lr=float(cfg.train.optimizer.lr))
@@ -108,7 +111,7 @@ def _child(args, which: str, run_dir: Path, threads: str, competitor: bool, spin
         env["OMP_WAIT_POLICY"] = ""  # ... or OpenMP's own (spin, then sleep): the behaviour before atft set it
     cmd = [sys.executable, __file__, "--child", which, "--run-dir", str(run_dir), "--threads", threads,
            "--data", str(args.data), "--hidden", str(args.hidden), "--batch", str(args.batch),
-           "--micro-batches", str(args.micro_batches)]
+           "--micro-batches", str(args.micro_batches), *(["--malloc", args.malloc] if args.malloc else [])]
     # a busy loop that ends with its parent (an interrupted benchmark leaves no spinning process behind)
     spin = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    pass"
     busy = subprocess.Popen([sys.executable, "-c", spin]) if competitor else None
@@ -150,6 +153,7 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=32)
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--micro-batches", type=int, default=12)
+    ap.add_argument("--malloc", default=None, help="train.trainer.malloc for both sides (default: the config's)")
     ap.add_argument("--work", default="/tmp/atft_bench_epoch")
     ap.add_argument("--no-competitor", action="store_true", help="only the no-stall comparison")
     ap.add_argument("--out", default=str(HERE / "results" / "epoch.json"))
@@ -164,7 +168,8 @@ def main() -> None:
     Path(args.work).mkdir(parents=True, exist_ok=True)
     ensure_data(args)
     share = available_cpus()
-    env = {"data": args.data, "hidden": args.hidden, "batch": args.batch, "cpu_share": share.threads,
+    env = {"data": args.data, "hidden": args.hidden, "batch": args.batch, "malloc": args.malloc or "config default",
+           "cpu_share": share.threads,
            "cpu_share_source": share.source, "os_cpu_count": os.cpu_count(), "load_at_start": os.getloadavg()[0]}
     work = Path(args.work)
     runs = {"micro": _child(args, "micro", work / "micro", "null", False)}

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
+
+from atft.evaluation.hac import pool_independent
 
 # the benchmark's model size and the eight features of the test markets (docs/evaluation.md)
 CONFIG = ["model.hidden_size=32", "data.lookback=10",
@@ -90,8 +91,7 @@ def table(boards: dict[int, dict], overrides: list[str], size: str = "200 stocks
     mean = {m: sum(v[m] for v in ric.values()) / n for m in ("atft", "ridge", "lightgbm", "oracle")}
     cells = []
     for other in ("ridge", "lightgbm"):
-        d = sum(x for x, _ in pooled[other]) / n
-        se = math.sqrt(sum(e * e for _, e in pooled[other])) / n
+        d, se = pool_independent(pooled[other])
         cells.append(f"{d:+.4f} ({d / se:+.1f})")
     days = sum(scored_days(b) for b in boards.values())
     lines.append(f"| pooled ({n} seeds) | {days} | {mean['atft']:.4f} | {mean['ridge']:.4f} | {mean['lightgbm']:.4f} | "

@@ -80,3 +80,18 @@ def test_hac_se_reduces_to_iid_without_lags_and_handles_gaps():
     assert hac_se(y, lags=L) == pytest.approx(math.sqrt(lrv / (m * (1 - b + b * b / 3))))
     assert hac_lags(m, 5) == L
     assert math.isnan(hac_se(np.array([1.0, np.nan])))
+
+
+def test_pooled_independent_estimates_have_the_spread_of_their_mean():
+    from atft.evaluation.hac import pool_independent
+
+    assert pool_independent([(0.2, 0.3)]) == (0.2, 0.3)
+    mean, se = pool_independent([(1.0, 0.3), (-1.0, 0.4)])
+    assert mean == 0.0 and abs(se - 0.25) < 1e-12  # sqrt(0.09 + 0.16) / 2
+    # against simulation: five independent estimates with their own SEs, pooled over many draws
+    rng = np.random.default_rng(0)
+    ses = np.array([0.1, 0.2, 0.3, 0.1, 0.5])
+    means = (rng.standard_normal((20_000, 5)) * ses).mean(1)
+    assert abs(pool_independent([(0.0, s) for s in ses])[1] / means.std() - 1) < 0.03
+    with pytest.raises(ValueError):
+        pool_independent([])

@@ -20,6 +20,7 @@ import pytest
 from atft.config import load_config
 from atft.data.build import build_dataset
 from atft.evaluation.compare import compare
+from atft.evaluation.hac import pool_independent
 
 SMALL_ATFT = ["model.hidden_size=16", "data.lookback=5", "model.temporal.attention_heads=2", "model.gat.heads=2",
               "model.gat.layers=1", "model.graph.window=100", "model.graph.k=10",
@@ -69,10 +70,13 @@ def test_atft_beats_ridge_and_lightgbm_on_the_rich_planted_market(tmp_path, one_
 
 @pytest.mark.slow
 def test_atft_is_not_below_ridge_on_a_linear_planted_market(tmp_path, one_thread):
-    board = planted_compare(tmp_path, LINEAR, ["atft", "ridge"])
-    diff, se = atft_minus(board, "ridge")
+    # three independent markets pooled: where ATFT keeps its ridge start, ATFT - Ridge is the difference of
+    # two ridge fits (different target winsorising), so its SE is tiny and one market's sign is a coin flip
+    boards = [planted_compare(tmp_path / str(seed), LINEAR, ["atft", "ridge"], data_seed=seed) for seed in (1, 2, 3)]
+    diff, se = pool_independent([atft_minus(board, "ridge") for board in boards])
     assert diff > -se, (diff, se)
-    assert board["models"]["ridge"]["1d"]["rank_ic"]["mean"] > 0.05  # the linear signal is there to learn
+    for board in boards:
+        assert board["models"]["ridge"]["1d"]["rank_ic"]["mean"] > 0.05  # the linear signal is there to learn
 
 
 @pytest.mark.slow
@@ -86,5 +90,7 @@ def test_default_settings_do_not_overfit_and_select_on_validation(tmp_path, one_
     if info["selected"].startswith("epoch"):
         assert int(info["selected"].split()[1]) == int(np.argmax(val)) + 1
         assert info["best_score"] == pytest.approx(val.max(), abs=1e-6)  # float32 in the checkpoint
-    else:
+    elif "margin" not in info:
         assert info["initial_score"] >= val.max()
+    else:  # kept the ridge start: the best epoch's lead was within the selection margin
+        assert info["margin"]["diff"] <= 2.0 * info["margin"]["se"]

@@ -18,7 +18,7 @@ GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 # pages stay mapped; in heap mode the large ones do too
 _CHILD = """
 import ctypes, json, resource, sys
-from atft.training.allocator import tune_malloc
+from atft.training.allocator import heap_for_training, tune_malloc
 applied = tune_malloc(sys.argv[1])
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
@@ -33,7 +33,10 @@ def faults(sizes):
             libc.free(p)
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
-print(json.dumps({"small": faults(range(2, 21)), "large": faults(range(40, 61, 10)), "applied": applied}))
+result = {"small": faults(range(2, 21)), "large": faults(range(40, 61, 10)), "applied": applied}
+result["switched"] = heap_for_training(sys.argv[1])  # what train() calls once the data is loaded
+result["large_after_switch"] = faults(range(40, 61, 10))
+print(json.dumps(result))
 """
 
 
@@ -55,6 +58,20 @@ def test_fixed_threshold_and_heap_mode_reuse_freed_blocks_instead_of_faulting_th
     # above 32 MB only heap mode reuses: the other two map and fault every block on every pass
     assert min(default["large"], threshold["large"]) > 0.5 * large, (default, threshold)
     assert heap["large"] < 0.4 * large and heap["small"] < 0.1 * small, heap
+    # the switch before training is staged mode's alone
+    assert not default["switched"] and not threshold["switched"] and not heap["switched"]
+    assert threshold["large_after_switch"] > 0.5 * large
+
+
+@pytest.mark.skipif(not GLIBC, reason="mallopt settings are glibc's")
+def test_staged_mode_maps_large_blocks_while_loading_and_reuses_them_once_training_starts():
+    staged = _faults("staged")
+    assert staged["applied"] == {"mode": "staged", "applied": True, "mmap_threshold_mb": 32,
+                                 "trim_threshold_mb": 64, "training": "heap"}
+    small, large = 3 * sum(range(2, 21)) * 256, 3 * 150 * 256
+    assert staged["small"] < 0.1 * small, staged
+    assert staged["large"] > 0.5 * large, staged  # loading: large blocks mapped, returned to the kernel on free
+    assert staged["switched"] and staged["large_after_switch"] < 0.4 * large, staged  # training: reused
 
 
 def test_malloc_mode_is_validated_and_glibc_leaves_the_defaults():

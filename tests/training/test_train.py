@@ -26,7 +26,8 @@ def _quiet_trainer(epochs: int, callbacks=()) -> pl.Trainer:
 
 def test_overfits_a_tiny_panel_to_near_zero_loss(make_cfg, tmp_path):
     data = write_dataset(tmp_path / "tiny.parquet", n_stocks=8, n_days=40, horizons=(1,))
-    cfg = make_cfg(data_path=data, **{"model.dropout": 0.0, "model.gat.dropout": 0.0, "train.optimizer.lr": 0.01,
+    cfg = make_cfg(data_path=data, **{"model.dropout": 0.0, "model.gat.dropout": 0.0, "model.feature_dropout": 0.0,
+                                      "train.optimizer.lr": 0.01,
                                       "train.loss.type": "huber",  # a point loss: the fit reproduces z itself
                                       "train.optimizer.weight_decay": 0.0, "train.batch.train_batch_size": 1000,
                                       "train.degeneracy.enabled": False})
@@ -146,6 +147,7 @@ def test_ema_time_constant_in_epochs_becomes_a_per_step_decay():
     # one epoch: 1 - 1/steps, so the time constant is the epoch's length on any panel size
     assert abs(ema_decay({"ema_epochs": 1}, 200) - 0.995) < 1e-12
     assert abs(ema_decay({"ema_epochs": 2}, 15) - (1 - 1 / 30)) < 1e-12
-    for bad in ({"ema_epochs": 1, "ema_decay": 0.9}, {"ema_epochs": 0}, {"ema_decay": 1.0}):
+    assert ema_decay({"ema_epochs": 1, "ema_decay": 0.9}, 10) == 0.9  # an explicit decay wins over the default
+    for bad in ({"ema_epochs": 0}, {"ema_decay": 1.0}, {"ema_epochs": 1, "ema_decay": 0.0}):
         with pytest.raises(InputError, match="weight_averaging"):
             ema_decay(bad, 10)

@@ -64,3 +64,12 @@ def hac_se(series: np.ndarray, horizon: int = 1, lags: int | None = None) -> flo
 def se_note(horizon: int, days: int) -> str:
     """How a standard error was computed, for table footnotes: ``SE: Newey–West HAC, Bartlett kernel, 10 lags``."""
     return f"SE: {SE_METHOD}, {hac_lags(days, horizon)} lags ({horizon}d, {days} days)"
+
+
+def pool_independent(estimates: list[tuple[float, float]]) -> tuple[float, float]:
+    """Mean of independent estimates ``[(value, se), ...]`` (e.g. one paired difference per planted market)
+    and its standard error ``sqrt(sum se^2) / n``."""
+    if not estimates:
+        raise ValueError("pool_independent needs at least one estimate")
+    n = len(estimates)
+    return sum(v for v, _ in estimates) / n, float(np.sqrt(sum(se * se for _, se in estimates))) / n

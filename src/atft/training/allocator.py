@@ -18,6 +18,11 @@ the whole first epoch page-faults: on 200 stocks x 1,400 days (hidden 32, lookba
   activations included, is reused from the heap; the process keeps its peak memory until it exits. For
   batches whose activations exceed 32 MB (lookback 20, 73 features, 1,024 samples: 56 MB per
   ``[F, B*T, d_e]`` tensor).
+- ``staged``: ``threshold`` while the data loads, ``heap`` from the first training step
+  (``heap_for_training``, called just before ``trainer.fit``): the loader's large temporaries are mapped
+  and returned to the kernel when freed, as under ``threshold``, and the training loop's activations,
+  the >32 MB ones included, are reused from the heap. The process keeps its training-phase peak until
+  it exits.
 - ``glibc``: leave glibc's defaults.
 
 A no-op off glibc (macOS, musl): recorded as not applied.
@@ -30,14 +35,14 @@ import platform
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4  # mallopt parameter numbers (malloc.h)
 THRESHOLD_MB = 32  # glibc refuses larger values (HEAP_MAX_SIZE / 2 on 64-bit)
-MODES = ("threshold", "heap", "glibc")
+MODES = ("threshold", "staged", "heap", "glibc")
 
 
 def tune_malloc(mode) -> dict:
     """Apply ``train.trainer.malloc``; what was applied, for ``config.yaml``.
 
     Args:
-        mode: ``threshold`` | ``heap`` | ``glibc`` (None: ``glibc``).
+        mode: ``threshold`` | ``staged`` | ``heap`` | ``glibc`` (None: ``glibc``).
 
     Returns:
         ``{"mode": ..., "applied": bool, ...}``: the mmap and trim thresholds in MB and whether mmap is used.
@@ -51,11 +56,23 @@ def tune_malloc(mode) -> dict:
         return {"mode": mode, "applied": False, "why": "glibc's defaults requested"}
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return {"mode": mode, "applied": False, "why": "not glibc"}
-    libc = ctypes.CDLL(None)
     if mode == "heap":
-        # mallopt's value is an int; glibc converts the trim threshold to size_t, so -1 means never trim
-        ok = libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, -1)
-        return {"mode": mode, "applied": bool(ok), "mmap": False, "trim": False}
+        return {"mode": mode, "applied": _no_mmap_no_trim(), "mmap": False, "trim": False}
+    libc = ctypes.CDLL(None)
     threshold = THRESHOLD_MB << 20
     ok = libc.mallopt(M_MMAP_THRESHOLD, threshold) and libc.mallopt(M_TRIM_THRESHOLD, 2 * threshold)
-    return {"mode": mode, "applied": bool(ok), "mmap_threshold_mb": THRESHOLD_MB, "trim_threshold_mb": 2 * THRESHOLD_MB}
+    applied = {"mode": mode, "applied": bool(ok), "mmap_threshold_mb": THRESHOLD_MB, "trim_threshold_mb": 2 * THRESHOLD_MB}
+    return {**applied, "training": "heap"} if mode == "staged" else applied
+
+
+def heap_for_training(mode) -> bool:
+    """Under ``staged``, switch to ``heap`` for the training loop (after the data is loaded); True if applied."""
+    if str(mode) != "staged" or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    return _no_mmap_no_trim()
+
+
+def _no_mmap_no_trim() -> bool:
+    libc = ctypes.CDLL(None)
+    # mallopt's value is an int; glibc converts the trim threshold to size_t, so -1 means never trim
+    return bool(libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, -1))

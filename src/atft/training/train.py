@@ -38,7 +38,7 @@ import lightning.pytorch as pl
 import numpy as np
 import polars as pl_df
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -52,6 +52,8 @@ from atft.io_utils import clean_json, write_json, write_parquet
 from atft.model import LinearPath, PeerPath
 from atft.redaction import redact_config
 from atft.run_lock import claim_run_dir
+from atft.training.allocator import heap_for_training
+from atft.training.averaging import SyncFreeEMA
 from atft.training.cpu_share import apply_cpu_share
 from atft.training.datamodule import PanelDataModule
 from atft.training.degeneracy import DegeneracyGuard
@@ -122,7 +124,7 @@ def build_callbacks(cfg, run_dir: Path, extra_callbacks=(), steps_per_epoch: int
         # validation, checkpoint selection and test scoring see the average; last.ckpt keeps the raw weights too
         log.info("weight averaging: EMA decay %.5f per optimiser step (time constant %.0f steps)", decay,
                  1.0 / (1.0 - decay))
-        callbacks.append(EMAWeightAveraging(decay=decay))
+        callbacks.append(SyncFreeEMA(decay))
     guard = DegeneracyGuard.from_config(cfg) if cfg.train.degeneracy.enabled else None
     if guard is not None:
         callbacks.append(guard)
@@ -136,19 +138,21 @@ def build_callbacks(cfg, run_dir: Path, extra_callbacks=(), steps_per_epoch: int
 
 
 def ema_decay(averaging, steps_per_epoch: int | None) -> float | None:
-    """The per-step EMA decay of ``train.weight_averaging``: ``ema_decay`` as given, or ``ema_epochs`` (the
-    average's time constant in epochs) as ``1 - 1 / (ema_epochs * steps_per_epoch)``; None when both are
-    null. A time constant in epochs means the same on a 60-stock and a 4,000-stock panel."""
+    """The per-step EMA decay of ``train.weight_averaging``: ``ema_decay`` when given (it wins over
+    ``ema_epochs``, which has a default), else ``ema_epochs`` (the average's time constant in epochs) as
+    ``1 - 1 / (ema_epochs * steps_per_epoch)``; None when both are null (no averaging). A time constant in
+    epochs means the same on a 60-stock and a 4,000-stock panel."""
     decay, epochs = averaging.get("ema_decay"), averaging.get("ema_epochs")
-    if decay is not None and epochs is not None:
-        raise InputError("train.weight_averaging: set ema_decay or ema_epochs, not both")
-    if epochs is not None:
-        if not float(epochs) > 0:
-            raise InputError(f"train.weight_averaging.ema_epochs={epochs} is out of range; expected > 0 or null")
-        return 1.0 - 1.0 / max(1.0, float(epochs) * max(1, int(steps_per_epoch or 1)))
-    if decay is not None and not 0.0 < float(decay) < 1.0:
-        raise InputError(f"train.weight_averaging.ema_decay={decay} is out of range; expected 0 < decay < 1 or null")
-    return None if decay is None else float(decay)
+    if decay is not None:
+        if not 0.0 < float(decay) < 1.0:
+            raise InputError(f"train.weight_averaging.ema_decay={decay} is out of range; expected 0 < decay < 1 "
+                             "or null")
+        return float(decay)
+    if epochs is None:
+        return None
+    if not float(epochs) > 0:
+        raise InputError(f"train.weight_averaging.ema_epochs={epochs} is out of range; expected > 0 or null")
+    return 1.0 - 1.0 / max(1.0, float(epochs) * max(1, int(steps_per_epoch or 1)))
 
 
 def build_strategy(trainer_cfg):
@@ -533,6 +537,8 @@ def _train(cfg, run_dir: Path, log_file: Path, resume_from: str | None, dry_run_
     callbacks, checkpoint, guard = build_callbacks(cfg, run_dir, extra_callbacks, steps_per_epoch=n_batches)
     callbacks.append(NonFiniteGuard.from_config(cfg, panel.dates))
     trainer = build_trainer(cfg, run_dir, callbacks, n_batches)
+    if heap_for_training(cfg.train.trainer.get("malloc")):
+        log.info("malloc: heap mode for training (the data is loaded; train.trainer.malloc=staged)")
     trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
     if guard is not None and guard.stopped_message:
         log.error("training stopped early by the degeneracy guard; evaluating the best checkpoint so far")
