@@ -5,7 +5,9 @@ Two questions, one dataset (``atft dataset build --source synthetic``), the same
 1. **No stalls**: samples/s over a whole training epoch of ``atft train`` (sampler, window gather, day graphs,
    degeneracy checks, logging: everything the loop does; from ``metrics.json`` ``info.timing``) as a share
    of the microbenchmark's samples/s: the same module's training step (forward, loss, backward, clipping,
-   AdamW) on the same epoch's first batches, already gathered in memory. Goal: >= 90%.
+   AdamW, the weight average's update when ``train.weight_averaging`` is on, as by default) on the same
+   epoch's first batches, already gathered in memory, under the same ``train.trainer.malloc`` mode
+   (``--malloc`` sets it for both). Goal: >= 90%.
 2. **CPU share**: the epoch alone, then beside one busy process (a Python busy loop), with the threads
    chosen from the CPU share (``train.trainer.num_threads: null``) and with 1 thread; and both again with
    OpenMP's own wait policy (spin first, ``OMP_WAIT_POLICY=`` empty), the behaviour before atft set PASSIVE. On C cores, a process
@@ -65,10 +67,12 @@ def child_micro(args) -> dict:
     from atft.config import load_config
     from atft.data.panel import load_panel
     from atft.training.allocator import heap_for_training
+    from atft.training.averaging import EMAModel
     from atft.training.cpu_share import apply_cpu_share
     from atft.training.datamodule import PanelDataModule
     from atft.training.module import ATFTLightningModule
     from atft.training.progress import usage_since
+    from atft.training.train import ema_decay
 
     cfg = load_config(_overrides(args, Path(args.run_dir), args.threads))
     share = apply_cpu_share(cfg)
@@ -80,6 +84,8 @@ def child_micro(args) -> dict:
     loader = iter(dm.loader("train", True, int(cfg.train.batch.train_batch_size), shard=False))
     batches = [dm.complete_batch(next(loader)) for _ in range(args.micro_batches)]
     opt = torch.optim.AdamW(module.parameters(), lr=float(cfg.train.optimizer.lr))
+    decay = ema_decay(cfg.train.weight_averaging, len(dm.train_dataloader()))
+    average = EMAModel(module, decay) if decay is not None else None  # part of the step when configured
 
     def step(batch):
         terms = module.loss_terms(module(batch), batch)
@@ -87,6 +93,8 @@ def child_micro(args) -> dict:
         terms["loss"].backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), float(cfg.train.trainer.gradient_clip_val))
         opt.step()
+        if average is not None:
+            average.update_parameters(module)
 
     module.train()
     for batch in batches[:2]:
