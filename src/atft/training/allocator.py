@@ -23,7 +23,7 @@ the whole first epoch page-faults: on 200 stocks x 1,400 days (hidden 32, lookba
   and returned to the kernel when freed, as under ``threshold``, and the training loop's activations,
   the >32 MB ones included, are reused from the heap. The process keeps its training-phase peak until
   it exits. Measured (docs/performance.md): the no-stall benchmark's epoch 53% faster than ``threshold``,
-  but the 608-feature panel's training peak 9.60 GB against 6.87 GB (its 200-400 MB activations come in
+  but the 608-feature panel's training peak 9.60 GB against 6.87 GB under ``threshold`` (its 200-400 MB activations come in
   many sizes, and a heap that never shrinks keeps them all), so opt-in.
 - ``glibc``: leave glibc's defaults.
 
