@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from atft.evaluation.hac import pool_independent
+from atft.evaluation.leaderboard import rank_ic_difference
 
 # the benchmark's model size and the eight features of the test markets (docs/evaluation.md)
 CONFIG = ["model.hidden_size=32", "data.lookback=10",
@@ -43,13 +44,6 @@ def run_seed(work: Path, seed: int, overrides: list[str], stocks: int = 200, day
 def scored_days(board: dict) -> int:
     """Days with a 1d RankIC (the test split's last day has no realised target yet)."""
     return int(next(c for c in board["comparisons"] if c["horizon"] == "1d")["rank_ic"]["days"])
-
-
-def diff(board: dict, other: str) -> tuple[float, float]:
-    row = next(c for c in board["comparisons"] if c["horizon"] == "1d" and {c["reference"], c["other"]} ==
-               {"atft", other})
-    sign = 1.0 if row["reference"] == "atft" else -1.0
-    return sign * row["rank_ic"]["diff"], row["rank_ic"]["se"]
 
 
 def last_vs_best(folder: Path) -> float:
@@ -79,7 +73,7 @@ def table(boards: dict[int, dict], overrides: list[str], size: str = "200 stocks
         r, p = ric[s], part[s]
         cells = []
         for other in ("ridge", "lightgbm"):
-            d, se = diff(b, other)
+            d, se = rank_ic_difference(b, "atft", other)
             pooled[other].append((d, se))
             cells.append(f"{d:+.4f} ({d / se:+.1f})")
         lines.append(f"| {s} | {scored_days(b)} | {r['atft']:.4f} | {r['ridge']:.4f} | {r['lightgbm']:.4f} | "

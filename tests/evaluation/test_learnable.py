@@ -21,6 +21,7 @@ from atft.config import load_config
 from atft.data.build import build_dataset
 from atft.evaluation.compare import compare
 from atft.evaluation.hac import pool_independent
+from atft.evaluation.leaderboard import rank_ic_difference
 
 SMALL_ATFT = ["model.hidden_size=16", "data.lookback=5", "model.temporal.attention_heads=2", "model.gat.heads=2",
               "model.gat.layers=1", "model.graph.window=100", "model.graph.k=10",
@@ -48,10 +49,7 @@ def planted_compare(folder, market: list[str], models: list[str], data_seed: int
 
 def atft_minus(board: dict, other: str) -> tuple[float, float]:
     """Paired 1d RankIC difference ATFT - ``other`` over the same days, and its HAC SE."""
-    row = next(c for c in board["comparisons"] if c["horizon"] == "1d" and {c["reference"], c["other"]} ==
-               {"atft", other})
-    sign = 1.0 if row["reference"] == "atft" else -1.0
-    return sign * row["rank_ic"]["diff"], row["rank_ic"]["se"]
+    return rank_ic_difference(board, "atft", other)
 
 
 @pytest.mark.slow

@@ -101,6 +101,15 @@ def paired_comparisons(daily: pl.DataFrame, models: list[str]) -> list[dict]:
     return out
 
 
+def rank_ic_difference(board: dict, model: str, other: str, horizon: str = "1d") -> tuple[float, float]:
+    """``model`` minus ``other`` in mean daily RankIC at ``horizon`` from a leaderboard's paired comparisons
+    (either order), and the HAC SE of the paired daily difference."""
+    row = next(c for c in board["comparisons"] if c["horizon"] == horizon and {c["reference"], c["other"]} ==
+               {model, other})
+    sign = 1.0 if row["reference"] == model else -1.0
+    return sign * row["rank_ic"]["diff"], row["rank_ic"]["se"]
+
+
 def lag_text(lag: int) -> str:
     """What the books' execution lag means, for footnotes."""
     if lag == 0:

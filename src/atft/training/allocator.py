@@ -56,7 +56,7 @@ def tune_malloc(mode) -> dict:
         raise InputError(f"train.trainer.malloc={mode} is not a malloc mode; expected one of {', '.join(MODES)}")
     if mode == "glibc":
         return {"mode": mode, "applied": False, "why": "glibc's defaults requested"}
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not _on_glibc():
         return {"mode": mode, "applied": False, "why": "not glibc"}
     if mode == "heap":
         return {"mode": mode, "applied": _no_mmap_no_trim(), "mmap": False, "trim": False}
@@ -69,9 +69,13 @@ def tune_malloc(mode) -> dict:
 
 def heap_for_training(mode) -> bool:
     """Under ``staged``, switch to ``heap`` for the training loop (after the data is loaded); True if applied."""
-    if str(mode) != "staged" or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if str(mode) != "staged" or not _on_glibc():
         return False
     return _no_mmap_no_trim()
+
+
+def _on_glibc() -> bool:
+    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 
 def _no_mmap_no_trim() -> bool:
