@@ -74,6 +74,10 @@ def test_chunked_load_matches_a_whole_frame_reference(tmp_path, monkeypatch):
     monkeypatch.setattr(dense, "CHUNK_BYTES", 1)  # one column / one day per chunk
     small = load_panel(path, _cfg(path))
     monkeypatch.setattr(dense, "CHUNK_BYTES", 1 << 40)  # everything in one chunk
+    monkeypatch.setattr(dense, "BLOCK_BYTES", 7 * 4 * F)  # 7-row blocks: most end inside a 1,000-row group
+    blocks = load_panel(path, _cfg(path))
+    assert np.array_equal(blocks.X, small.X) and blocks.nonfinite == small.nonfinite
+    monkeypatch.setattr(dense, "BLOCK_BYTES", 1 << 40)  # the whole batch as one block
     whole = load_panel(path, _cfg(path))
     assert np.array_equal(small.X, whole.X) and np.array_equal(small.M, whole.M)
     assert np.array_equal(small.Y, whole.Y, equal_nan=True)
@@ -107,8 +111,9 @@ def test_bad_panel_dtype_is_one_line(tmp_path):
         load_panel(path, _cfg(path, **{"data.panel_dtype": "int8"}))
 
 
-def test_row_order_of_the_file_does_not_change_the_panel(tmp_path):
+def test_row_order_of_the_file_does_not_change_the_panel(tmp_path, monkeypatch):
     """Date-major complete rows take the loader's plain-copy path, code-major and shuffled rows the scatter."""
+    monkeypatch.setattr(dense, "BLOCK_BYTES", 50 * 4 * (F + 3))  # 50-row blocks of the feature read
     shuffled = _wide_dataset(tmp_path / "shuffled.parquet")
     frame = pl.read_parquet(shuffled)
     panels = [load_panel(shuffled, _cfg(shuffled))]

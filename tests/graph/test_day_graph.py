@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from atft.errors import InputError
+from atft.graph import day_graph
 from atft.graph.day_graph import DayGraphBuilder, residual_returns, window_correlation
 
 D_TEST = 4  # the day whose graph is checked; window W=4 -> days 1..4
@@ -109,6 +110,36 @@ def test_correlation_with_gaps_follows_the_documented_formula():
     assert corr[0, 1].item() == pytest.approx(6 / math.sqrt(8 * 5), rel=1e-6)
     _, ok = window_correlation(window, min_periods=4)
     assert ok.tolist() == [False, True]
+
+
+def test_blocked_build_equals_the_knn_of_the_whole_correlation_matrix(monkeypatch):
+    """The build takes the top-k a block of rows at a time; the graph is the one the whole ``[n, n]``
+    matrix gives: same edges, same corr (gaps, short histories, invalid stocks, a partial last block)."""
+    rng = np.random.default_rng(3)
+    D, N, W, k = 40, 150, 20, 4
+    returns = rng.standard_normal((D, N)) + rng.standard_normal((D, 1)) * rng.uniform(-1, 1, N)
+    returns[rng.random((D, N)) < 0.05] = np.nan
+    returns[20:40, :7] = np.nan  # seven stocks too short of history on the last days
+    valid = rng.random((D, N)) > 0.1
+    monkeypatch.setattr(day_graph, "TOPK_ROWS", 32)  # 150 stocks: four full blocks and a partial one
+    builder = DayGraphBuilder(returns, valid, window=W, k=k)
+    for d in (5, 25, 39):
+        stocks = np.flatnonzero(valid[d])
+        corr, ok = window_correlation(returns[d - W + 1 if d >= W else 0: d + 1, stocks], builder.min_periods)
+        score = corr.abs().numpy()
+        score[~ok.numpy()] = -1
+        score[:, ~ok.numpy()] = -1
+        np.fill_diagonal(score, -1)
+        expected = {}
+        for i in range(len(stocks)):
+            for j in np.argsort(-score[i])[:k]:
+                if score[i, j] >= 0:
+                    for a, b in ((i, j), (j, i)):
+                        expected[(int(stocks[a]), int(stocks[b]))] = float(corr[a, b])
+        src, dst, got = builder.day_edges(d)
+        assert len(src) == len(expected) and (d < 20 or len(src) > 0)
+        for a, b, c in zip(src, dst, got):
+            assert c == pytest.approx(expected[(int(a), int(b))], abs=1e-6)
 
 
 def test_stock_with_too_few_observations_gets_no_edges():

@@ -20,6 +20,7 @@ from atft.errors import InputError
 from atft.io_utils import parquet_row_batches, read_parquet
 
 CHUNK_BYTES = 64 << 20  # float32 values per row batch read from the parquet / per day chunk of the panel
+BLOCK_BYTES = 2 << 20  # rows assembled from columns per block: small enough to stay in cache while filled
 PANEL_DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -63,9 +64,11 @@ def fill_dense(path: Path, columns: list[str], di: np.ndarray, ni: np.ndarray,
     """Read ``columns`` into one ``[D, N, K]`` float32 array, NaN where missing, a batch of rows at a time.
 
     Each batch (about ``CHUNK_BYTES`` of float32 values: every column of a run of rows) is converted to one
-    row-major ``[rows, K]`` block and scattered into the array whole rows at a time (one slice assignment
+    row-major ``[rows, K]`` array a block of about ``BLOCK_BYTES`` at a time (the block's rows stay in cache
+    while its columns arrive one by one; filling the whole batch column by column would go to memory once
+    per column), and each block is scattered into the panel whole rows at a time (one slice assignment
     where the rows are consecutive cells, as in a sorted complete panel), so the cost is per row, not per
-    row and column chunk.
+    row and column.
 
     Args:
         path: the parquet; its rows are in the order ``di`` / ``ni`` were computed from.
@@ -86,26 +89,33 @@ def fill_dense(path: Path, columns: list[str], di: np.ndarray, ni: np.ndarray,
     bad = np.zeros(K, dtype=np.int64)  # non-finite values per column, nulls included
     nulls = np.zeros(K, dtype=np.int64)
     done = 0
+    S = max(1, BLOCK_BYTES // (4 * K))  # rows per block
     for batch in parquet_row_batches(path, "dataset", columns, CHUNK_BYTES // (4 * K)):
         n = batch.num_rows
         if done + n > R:
             raise InputError(f"dataset {path}: column {columns[0]!r} has more than {R} rows")
-        values = np.empty((n, K), dtype=np.float32)  # [n, K] row-major
-        for j, col in enumerate(batch.columns):  # arrow -> numpy column by column: no frame library copies
+        cols = []  # [n] per column: arrow -> numpy, no frame library copies
+        for j, col in enumerate(batch.columns):
             nulls[j] += col.null_count
             try:
-                values[:, j] = pc.cast(col, pa.float32()).to_numpy(zero_copy_only=False)  # null -> NaN
+                cols.append(pc.cast(col, pa.float32()).to_numpy(zero_copy_only=False))  # null -> NaN
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 raise InputError(f"dataset {path}: column {columns[j]!r} is not numeric ({col.type})") from None
-        del batch
-        missing = ~np.isfinite(values)
-        bad += missing.sum(0)
-        values[missing] = np.nan
-        rows = flat[done:done + n]
-        if n and rows[-1] - rows[0] == n - 1 and bool((np.diff(rows) == 1).all()):
-            cells[rows[0]:rows[0] + n] = values  # consecutive cells: a plain copy
-        else:
-            cells[rows] = values
+        values = np.empty((n, K), dtype=np.float32)  # [n, K] row-major
+        for s in range(0, n, S):  # a block of rows at a time: it stays in cache while its columns arrive
+            e = min(n, s + S)
+            block = values[s:e]
+            for j, col in enumerate(cols):
+                block[:, j] = col[s:e]
+            missing = ~np.isfinite(block)
+            bad += missing.sum(0)
+            block[missing] = np.nan
+            rows = flat[done + s:done + e]
+            if rows[-1] - rows[0] == e - s - 1 and bool((np.diff(rows) == 1).all()):
+                cells[rows[0]:rows[0] + e - s] = block  # consecutive cells: a plain copy
+            else:
+                cells[rows] = block
+        del batch, cols, values
         done += n
     if done != R:
         raise InputError(f"dataset {path}: column {columns[0]!r} has {done} rows, expected {R}")

@@ -16,12 +16,31 @@ from atft.errors import InputError
 
 EDGE_DIM = 3  # corr, same_sector, same_market
 RESIDUALS = ("none", "market", "sector")  # ``model.graph.residual``
+TOPK_ROWS = 256  # stocks per block of the correlation matrix in ``top_partners``
 
 
 def _as_numpy(a, dtype) -> np.ndarray:
     if isinstance(a, torch.Tensor):
         a = a.detach().cpu().numpy()
     return np.asarray(a, dtype=dtype)
+
+
+def unit_columns(window: np.ndarray, min_periods: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The columns of ``window [W, n]`` (NaN = missing) demeaned over their own observed days, missing
+    entries set to 0, scaled to unit norm: ``z.T @ z`` is ``window_correlation``'s matrix.
+
+    A column with fewer than ``min_periods`` observations or zero variance is all zeros and not ``ok``.
+
+    Shapes: ``[W, n] -> (z [W, n] float32, ok [n] bool)``.
+    """
+    r = torch.from_numpy(np.ascontiguousarray(window, dtype=np.float64))  # [W, n]
+    obs = torch.isfinite(r)
+    count = obs.sum(0)  # [n]
+    mean = torch.where(obs, r, 0.0).sum(0) / count.clamp(min=1)  # [n]
+    z = torch.where(obs, r - mean, 0.0)  # [W, n]
+    ss = (z * z).sum(0)  # [n]
+    ok = (count >= min_periods) & (ss > 1e-20)
+    return torch.where(ok, z / ss.clamp(min=1e-20).sqrt(), 0.0).float(), ok  # [W, n], [n]
 
 
 def window_correlation(window: np.ndarray, min_periods: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,15 +54,39 @@ def window_correlation(window: np.ndarray, min_periods: int) -> tuple[torch.Tens
 
     Shapes: ``[W, n] -> (corr [n, n] float32, ok [n] bool)``.
     """
-    r = torch.from_numpy(np.ascontiguousarray(window, dtype=np.float64))  # [W, n]
-    obs = torch.isfinite(r)
-    count = obs.sum(0)  # [n]
-    mean = torch.where(obs, r, 0.0).sum(0) / count.clamp(min=1)  # [n]
-    z = torch.where(obs, r - mean, 0.0)  # [W, n]
-    ss = (z * z).sum(0)  # [n]
-    ok = (count >= min_periods) & (ss > 1e-20)
-    z = torch.where(ok, z / ss.clamp(min=1e-20).sqrt(), 0.0).float()  # [W, n], unit-norm columns
+    z, ok = unit_columns(window, min_periods)
     return z.T @ z, ok  # [n, n], [n]
+
+
+def top_partners(z: torch.Tensor, ok: torch.Tensor, k: int,
+                 rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each stock's ``k`` largest-|corr| partners (itself and not-``ok`` stocks excluded) and their corr.
+
+    The ``[n, n]`` correlation matrix of ``window_correlation`` is never formed: ``rows`` (default
+    ``TOPK_ROWS``) stocks at a time (a ``[rows, n]`` block of it, small enough to stay in cache through ``abs`` and ``topk``; the same
+    values as the whole product's rows). A stock that is not ``ok`` picks nobody.
+
+    Shapes: ``z [W, n]``, ``ok [n]`` -> ``(partner [n, k] int64, corr [n, k] float32)``, corr NaN where
+    there is no candidate (partner then meaningless).
+    """
+    n, rows = z.shape[1], rows or TOPK_ROWS
+    zt = z.T.contiguous()  # [n, W]
+    partner = np.empty((n, k), np.int64)
+    corr = np.empty((n, k), np.float32)
+    block = torch.empty(min(rows, n), n)  # [rows, n], reused
+    masked = not bool(ok.all())
+    for s in range(0, n, rows):
+        e = min(n, s + rows)
+        c = torch.mm(zt[s:e], z, out=block[:e - s])  # [b, n] correlations of stocks s..e-1
+        score = c.abs()
+        if masked:  # stocks without enough history are nobody's candidates and pick none
+            score[~ok[s:e]] = -1.0
+            score[:, ~ok] = -1.0
+        score[torch.arange(e - s), torch.arange(s, e)] = -1.0  # not oneself
+        top = score.topk(k, dim=1)  # [b, k]
+        partner[s:e] = top.indices.numpy()
+        corr[s:e] = torch.where(top.values >= 0, c.gather(1, top.indices), torch.nan).numpy()
+    return partner, corr
 
 
 def residual_returns(returns: np.ndarray, valid: np.ndarray, sector_id: np.ndarray, how: str) -> np.ndarray:
@@ -141,21 +184,16 @@ class DayGraphBuilder:
         if len(stocks) < 2:
             return empty
         window = self.returns[max(0, d - self.window + 1): d + 1, stocks]  # [W, n], days <= d only
-        corr, ok = window_correlation(window, self.min_periods)  # [n, n], [n]
-        score = corr.abs()  # [n, n]
-        if not bool(ok.all()):  # stocks without enough history are nobody's candidates and pick none
-            score[~ok] = -1.0
-            score[:, ~ok] = -1.0
-        score.fill_diagonal_(-1.0)
-        k = min(self.k, len(stocks) - 1)
-        top = score.topk(k, dim=1)  # values/indices [n, k]
-        keep = (top.values >= 0).numpy()  # [n, k] real candidates only
-        src = np.repeat(np.arange(len(stocks)), k).reshape(-1, k)[keep]
-        dst = top.indices.numpy()[keep]
-        both = np.unique(np.concatenate([src * len(stocks) + dst, dst * len(stocks) + src]))  # symmetrise
-        src, dst = both // len(stocks), both % len(stocks)
+        n = len(stocks)
+        partner, corr = top_partners(*unit_columns(window, self.min_periods), min(self.k, n - 1))  # [n, k]
+        keep = ~np.isnan(corr)  # [n, k] real candidates only
+        src, dst, corr = np.nonzero(keep)[0], partner[keep], corr[keep]
+        # symmetrise: i-j kept if either picked the other (corr is symmetric, so either pick's value)
+        key, first = np.unique(np.concatenate([src * n + dst, dst * n + src]), return_index=True)
+        corr = np.concatenate([corr, corr])[first]
+        src, dst = key // n, key % n
         # int32 stock indices: the cache holds every visited day, so its size is the panel's days x edges
-        return stocks[src].astype(np.int32), stocks[dst].astype(np.int32), corr.numpy()[src, dst].astype(np.float32)
+        return stocks[src].astype(np.int32), stocks[dst].astype(np.int32), corr
 
     def graph(self, d: int, stock_idx) -> tuple[torch.Tensor, torch.Tensor]:
         """Edges of day ``d`` among ``stock_idx`` (panel indices), re-indexed to 0..len(stock_idx)-1,
