@@ -63,8 +63,8 @@ def top_partners(z: torch.Tensor, ok: torch.Tensor, k: int,
     """Each stock's ``k`` largest-|corr| partners (itself and not-``ok`` stocks excluded) and their corr.
 
     The ``[n, n]`` correlation matrix of ``window_correlation`` is never formed: ``rows`` (default
-    ``TOPK_ROWS``) stocks at a time (a ``[rows, n]`` block of it, small enough to stay in cache through ``abs`` and ``topk``; the same
-    values as the whole product's rows). A stock that is not ``ok`` picks nobody.
+    ``TOPK_ROWS``) stocks at a time, a ``[rows, n]`` block of it that stays in cache through ``abs`` and
+    ``topk`` (the same values as the whole product's rows). A stock that is not ``ok`` picks nobody.
 
     Shapes: ``z [W, n]``, ``ok [n]`` -> ``(partner [n, k] int64, corr [n, k] float32)``, corr NaN where
     there is no candidate (partner then meaningless).
@@ -188,7 +188,7 @@ class DayGraphBuilder:
         partner, corr = top_partners(*unit_columns(window, self.min_periods), min(self.k, n - 1))  # [n, k]
         keep = ~np.isnan(corr)  # [n, k] real candidates only
         src, dst, corr = np.nonzero(keep)[0], partner[keep], corr[keep]
-        # symmetrise: i-j kept if either picked the other (corr is symmetric, so either pick's value)
+        # symmetrise: i-j kept if either picked the other, with either pick's corr (the same dot product)
         key, first = np.unique(np.concatenate([src * n + dst, dst * n + src]), return_index=True)
         corr = np.concatenate([corr, corr])[first]
         src, dst = key // n, key % n
