@@ -6,8 +6,8 @@ runs the average one parameter at a time: on a GPU that is two device-to-host sy
 kernels after every optimiser step. ``EMAModel`` keeps the same state (the averaged copy and the
 ``n_averaged`` buffer, so checkpoints and resumes are Lightning's) but counts updates on the host and
 updates all floating-point tensors with one fused ``lerp`` per dtype and device (non-float buffers, such
-as a batch norm's step counter, are copied from the model; torch's EMA blends and truncates them). The counter is read from the device once, at the first update (0, or a resumed
-run's count).
+as a batch norm's step counter, are copied from the model; torch's EMA blends and truncates them). The
+counter is read from the device once, at the first update (0, or a resumed run's count).
 """
 
 from __future__ import annotations
