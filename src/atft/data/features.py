@@ -1,4 +1,4 @@
-"""Per-stock technical features from an adjusted daily panel (polars window expressions, no loops).
+"""Per-stock technical features from an adjusted daily panel (polars expressions on rolling windows).
 
 Every feature at ``(Code, t)`` uses rows of that stock at dates ``<= t`` only (rolling windows look
 back, never forward), is scale-free (unchanged when a stock's prices or volumes are multiplied by a
@@ -12,6 +12,11 @@ close (``High >= max(Open, Close)``) and its wick beyond them capped at a factor
 (bad ticks such as the 2010-05-06 flash-crash prints). Targets (``targets.py``) use the unclipped
 adjusted close.
 
+Every rolling window is a helper column named by ``rolling.window`` (the stock's last k rows of one
+column): ``compute_features`` fills them with polars window expressions (the reference definition),
+the build (``pipeline``) with the numpy engine of ``rolling`` (the same numbers, faster). The arithmetic
+on top of the windows is the same polars expressions in both.
+
 Market, beta and sector features (which need the whole cross-section) live in ``cross_section.py``.
 """
 
@@ -22,6 +27,7 @@ import math
 import polars as pl
 
 from atft.data.cross_section import beta_features, finite, market_features, sector_features
+from atft.data.rolling import polars_windows, window, windows_of
 
 ANNUAL = math.sqrt(252.0)
 RETURN_WINDOWS = (1, 2, 3, 5, 10, 20, 60)
@@ -30,34 +36,52 @@ MA_WINDOWS = (5, 10, 20, 60)
 
 
 def _roll(name: str, fn: str, k: int) -> pl.Expr:
-    """``rolling_<fn>`` of column ``name`` over the last ``k`` rows of the same stock; null until full."""
-    return getattr(pl.col(name), f"rolling_{fn}")(k, min_samples=k).over("Code")
+    """``fn`` of column ``name`` over the last ``k`` rows of the same stock; null until full."""
+    return window(name, fn, k)
 
 
-def daily_inputs(jump_clip: float) -> list[pl.Expr]:
-    """Helper columns (prefixed ``_``) every group builds on; dropped before output."""
-    prev = pl.col("Close").shift(1).over("Code")
-    r = (pl.col("Close") / prev - 1).clip(-jump_clip, jump_clip)
+def previous_close() -> pl.Expr:
+    """The stock's previous row's close (null on its first row): ``daily_inputs``' ``_prev``."""
+    return pl.col("Close").shift(1).over("Code").alias("_prev")
+
+
+def daily_inputs(jump_clip: float) -> list[list[pl.Expr]]:
+    """Helper columns (prefixed ``_``) every group builds on, as stages of ``with_columns`` (a stage
+    reads the columns of the stages before it); dropped before output. Needs ``_prev``
+    (``previous_close``)."""
+    prev = pl.col("_prev")
     oc_hi, oc_lo = pl.max_horizontal("Open", "Close"), pl.min_horizontal("Open", "Close")
-    # high/low made consistent with open/close, their wick capped like a one-day move (bad ticks, flash crash)
-    hi = pl.max_horizontal("High", oc_hi).clip(upper_bound=oc_hi * (1 + jump_clip))
-    lo = pl.min_horizontal("Low", oc_lo).clip(lower_bound=oc_lo / (1 + jump_clip))
-    hl = (hi / lo).log()
+    r = pl.col("_r")
     return [
-        hi.alias("_hi"),
-        lo.alias("_lo"),
-        r.alias("_r"),
-        r.log1p().alias("_lr"),
-        hl.alias("_hl"),
-        (pl.col("Close") / pl.col("Open")).log().alias("_co"),
-        (pl.col("Open") / prev - 1).clip(-jump_clip, jump_clip).alias("_gap"),
-        (pl.col("Close") / pl.col("Open") - 1).clip(-jump_clip, jump_clip).alias("_intraday"),
-        finite(pl.col("Volume").log()).alias("_lv"),
-        finite(pl.col("DollarVolume")).alias("_dv"),
-        pl.max_horizontal(r, 0.0).alias("_gain"),
-        pl.max_horizontal(-r, 0.0).alias("_loss"),
-        pl.min_horizontal(r.log1p(), 0.0).alias("_down"),
+        [
+            (pl.col("Close") / prev - 1).clip(-jump_clip, jump_clip).alias("_r"),
+            # high/low made consistent with open/close, their wick capped like a one-day move (bad ticks, flash crash)
+            pl.max_horizontal("High", oc_hi).clip(upper_bound=oc_hi * (1 + jump_clip)).alias("_hi"),
+            pl.min_horizontal("Low", oc_lo).clip(lower_bound=oc_lo / (1 + jump_clip)).alias("_lo"),
+            (pl.col("Close") / pl.col("Open")).log().alias("_co"),
+            (pl.col("Open") / prev - 1).clip(-jump_clip, jump_clip).alias("_gap"),
+            (pl.col("Close") / pl.col("Open") - 1).clip(-jump_clip, jump_clip).alias("_intraday"),
+            finite(pl.col("Volume").log()).alias("_lv"),
+            finite(pl.col("DollarVolume")).alias("_dv"),
+        ],
+        [
+            r.log1p().alias("_lr"),
+            (pl.col("_hi") / pl.col("_lo")).log().alias("_hl"),
+            pl.max_horizontal(r, 0.0).alias("_gain"),
+            pl.max_horizontal(-r, 0.0).alias("_loss"),
+            pl.min_horizontal(r.log1p(), 0.0).alias("_down"),
+            finite(r.abs() / pl.col("_dv")).alias("_illiq"),
+        ],
+        # Garman-Klass daily variance
+        [(0.5 * pl.col("_hl").pow(2) - (2 * math.log(2) - 1) * pl.col("_co").pow(2)).alias("_gk")],
     ]
+
+
+def with_daily_inputs(frame, jump_clip: float):
+    """``frame`` (a DataFrame or LazyFrame with ``_prev``) with the helper columns of ``daily_inputs``."""
+    for stage in daily_inputs(jump_clip):
+        frame = frame.with_columns(stage)
+    return frame
 
 
 def return_features() -> dict[str, pl.Expr]:
@@ -74,10 +98,8 @@ def volatility_features() -> dict[str, pl.Expr]:
         out[f"realized_vol_{k}d"] = _roll("_lr", "std", k) * ANNUAL
     for k in VOL_WINDOWS:
         out[f"parkinson_vol_{k}d"] = (_roll_sq("_hl", k) / (4 * math.log(2))).sqrt() * ANNUAL
-    gk_daily = 0.5 * pl.col("_hl").pow(2) - (2 * math.log(2) - 1) * pl.col("_co").pow(2)
     for k in VOL_WINDOWS:
-        gk = gk_daily.rolling_mean(k, min_samples=k).over("Code")
-        out[f"garman_klass_vol_{k}d"] = gk.clip(lower_bound=0.0).sqrt() * ANNUAL
+        out[f"garman_klass_vol_{k}d"] = _roll("_gk", "mean", k).clip(lower_bound=0.0).sqrt() * ANNUAL
     out["vol_ratio_5d_20d"] = finite(out["realized_vol_5d"] / out["realized_vol_20d"])
     out["downside_vol_20d"] = (_roll_sq("_down", 20)).sqrt() * ANNUAL
     return out
@@ -86,10 +108,10 @@ def volatility_features() -> dict[str, pl.Expr]:
 def _roll_sq(name: str, k: int) -> pl.Expr:
     """Rolling mean of the square of column ``name`` over the last ``k`` rows of the stock, >= 0.
 
-    A window of zeros (no down move, high = low) has mean 0; the rolling sum's rounding can leave it
+    A window of zeros (no down move, high = low) has mean 0; a running sum's rounding can leave it
     just below 0, whose square root would be NaN (a null feature), so it is clipped at 0.
     """
-    return pl.col(name).pow(2).rolling_mean(k, min_samples=k).over("Code").clip(lower_bound=0.0)
+    return _roll(name, "sqmean", k).clip(lower_bound=0.0)
 
 
 def moving_average_features() -> dict[str, pl.Expr]:
@@ -106,8 +128,9 @@ def oscillator_features() -> dict[str, pl.Expr]:
     out: dict[str, pl.Expr] = {}
     for k in (5, 14):
         gain, loss = _roll("_gain", "mean", k), _roll("_loss", "mean", k)
-        # a window with no move at all is neutral (50), not undefined
-        out[f"rsi_{k}d"] = pl.when(gain + loss > 0).then(100 * gain / (gain + loss)).otherwise(
+        # 100 g / (g + l) written so that a window without losses is exactly 100 and one without gains
+        # exactly 0 (ties that a per-date rank must see as ties); a window with no move at all is neutral (50)
+        out[f"rsi_{k}d"] = pl.when(gain + loss > 0).then(100 / (1 + loss / gain)).otherwise(
             pl.when(gain.is_not_null()).then(50.0)
         )
     ema12 = pl.col("Close").ewm_mean(span=12, adjust=False, min_samples=26).over("Code")
@@ -133,10 +156,9 @@ def volume_features() -> dict[str, pl.Expr]:
     out["volume_zscore_20d"] = finite((pl.col("_lv") - _roll("_lv", "mean", 20)) / _roll("_lv", "std", 20))
     out["log_dollar_volume_20d"] = finite(_roll("_dv", "mean", 20).log())
     out["dollar_volume_ratio_5d_20d"] = finite(_roll("_dv", "mean", 5) / _roll("_dv", "mean", 20))
-    illiq = finite(pl.col("_r").abs() / pl.col("_dv"))
     for k in (20, 60):
         # log: Amihud's ratio spans orders of magnitude across stocks; 1e-12 keeps all-zero-move windows finite
-        out[f"amihud_illiq_{k}d"] = (illiq.rolling_mean(k, min_samples=k).over("Code") + 1e-12).log()
+        out[f"amihud_illiq_{k}d"] = (_roll("_illiq", "mean", k) + 1e-12).log()
     return out
 
 
@@ -185,13 +207,14 @@ def compute_features(raw: pl.LazyFrame, jump_clip: float = 0.4) -> tuple[pl.Lazy
         The ``market`` group holds market-wide features (one value per date, not cross-sectionally
         normalisable); every other group is per-stock.
     """
-    lf = raw.sort("Code", "Date").with_columns(daily_inputs(jump_clip))
+    lf = with_daily_inputs(raw.sort("Code", "Date").with_columns(previous_close()), jump_clip)
     groups: dict[str, list[str]] = {}
     exprs: dict[str, pl.Expr] = {}
     for group, make in PER_STOCK_GROUPS.items():
         made = make()
         groups[group] = list(made)
         exprs.update(made)
+    lf = lf.with_columns(polars_windows(windows_of(exprs.values())))
     lf = lf.with_columns(*[finite(e).alias(n) for n, e in exprs.items()])
     signal = macd_signal_features()
     lf = lf.with_columns(*[finite(e).alias(n) for n, e in signal.items()])

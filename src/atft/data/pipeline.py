@@ -4,7 +4,9 @@ The one-plan build (``features.compute_features`` -> ``targets.add_targets`` ->
 ``cross_section.cs_normalize`` as one lazy polars query) holds every float64 feature, its winsorised
 copy and four join outputs at once: 13 GB at 4,000 stocks x 1,250 days. Here a base frame of the raw
 panel plus the daily helper columns is kept, and each feature group is computed from it with the same
-polars expressions, normalised per date on a dense date x stock grid (``cross_section.zscore_grid``)
+polars expressions on top of rolling windows from the numpy engine (``rolling.window_columns``, the
+numbers of the polars window expressions ``compute_features`` uses), normalised per date on a dense
+date x stock grid (``cross_section.zscore_grid``)
 and stored as float32 at once, so only one group's float64 columns exist at a time. Market, beta and
 sector features reuse ``cross_section``'s expressions on narrow frames; targets are looked up by binary
 search on a (stock, day) key (``targets.target_arrays``) instead of joins.
@@ -25,7 +27,8 @@ from atft.data.cross_section import (
     sector_features,
     zscore_grid,
 )
-from atft.data.features import PER_STOCK_GROUPS, daily_inputs, macd_signal_features
+from atft.data.features import PER_STOCK_GROUPS, macd_signal_features, with_daily_inputs
+from atft.data.rolling import StockRows, window_columns, windows_of
 from atft.data.targets import target_arrays, target_names
 
 CS_METHODS = ("zscore", "rank")
@@ -43,19 +46,24 @@ class PanelKeys:
     shape: tuple[int, int]  # (dates, stocks)
 
 
+def stock_index(frame: pl.DataFrame) -> np.ndarray:
+    """``[rows]`` int64 position of each row's stock among the sorted codes (``frame`` sorted by
+    ``Code, Date``)."""
+    new_code = (pl.col("Code") != pl.col("Code").shift(1)).fill_null(True).cast(pl.Int64)
+    return frame.select(new_code.cum_sum() - 1).to_series().to_numpy()
+
+
 def panel_keys(frame: pl.DataFrame) -> PanelKeys:
     """Grid positions of the rows of ``frame`` (``Code, Date``, sorted by them)."""
-    new_code = (pl.col("Code") != pl.col("Code").shift(1)).fill_null(True).cast(pl.Int64)
-    keys = frame.select((pl.col("Date").rank("dense").cast(pl.Int64) - 1).alias("day"),
-                        (new_code.cum_sum() - 1).alias("code"))
-    day, code = keys["day"].to_numpy(), keys["code"].to_numpy()
+    day = frame.select(pl.col("Date").rank("dense").cast(pl.Int64) - 1).to_series().to_numpy()
+    code = stock_index(frame)
     return PanelKeys(day, code, (int(day.max()) + 1, int(code.max()) + 1))
 
 
-def with_stock_index(frame: pl.DataFrame, keys: PanelKeys) -> pl.DataFrame:
-    """``Code`` replaced by the stock's position, flagged sorted: the same ``over("Code")`` partition,
-    without hashing strings in every window expression (2-3x faster)."""
-    return frame.with_columns(pl.Series("Code", keys.code).set_sorted())
+def with_stock_index(frame: pl.DataFrame, code: np.ndarray) -> pl.DataFrame:
+    """``Code`` replaced by the stock's position (``stock_index``), flagged sorted: the same
+    ``over("Code")`` partition, without hashing strings in every window expression (2-3x faster)."""
+    return frame.with_columns(pl.Series("Code", code).set_sorted())
 
 
 class Normaliser:
@@ -88,14 +96,35 @@ def finite_columns(lf: pl.LazyFrame, exprs: dict[str, pl.Expr], keep: tuple[str,
         *keep, *[finite(pl.col(n)).alias(n) for n in exprs])
 
 
-def _per_stock(lf: pl.LazyFrame, group: str) -> pl.DataFrame:
+def stock_base(base: pl.DataFrame, code: np.ndarray, jump_clip: float) -> tuple[pl.LazyFrame, StockRows]:
+    """``base`` (sorted by ``Code, Date``) with ``Code`` as the stock's position (``stock_index``) and the
+    daily helper columns (``features.daily_inputs``, lazily: a query computes the ones it reads), and
+    its stock layout for ``stock_features``."""
+    rows = StockRows(code)
+    prev = pl.Series("_prev", rows.shift(base["Close"].to_numpy()), nan_to_null=True)
+    return with_daily_inputs(with_stock_index(base, code).with_columns(prev).lazy(), jump_clip), rows
+
+
+def stock_features(base: pl.LazyFrame, rows: StockRows, exprs: dict[str, pl.Expr]) -> pl.DataFrame:
+    """Raw float64 feature columns (``finite`` applied) of per-stock expressions on ``stock_base``'s
+    frame, their rolling windows computed by ``rolling.window_columns``."""
+    windows = windows_of(exprs.values())
+    names = list(dict.fromkeys(w.column for w in windows))
+    inputs = base.select(pl.col(names).cast(pl.Float64).fill_null(np.nan)).collect()  # numpy views, no copies
+    values = window_columns(rows, {c: inputs[c].to_numpy() for c in names}, windows)
+    del inputs
+    framed = base.with_columns(pl.Series(name, values.pop(name), nan_to_null=True) for name in list(values))
+    return finite_columns(framed, exprs, ("Code",)).collect()
+
+
+def _per_stock(base: pl.LazyFrame, rows: StockRows, group: str) -> pl.DataFrame:
     """Raw float64 columns of one per-stock group (``compute_features``'s expressions)."""
-    frame = finite_columns(lf, PER_STOCK_GROUPS[group](), ("Code",))
+    frame = stock_features(base, rows, PER_STOCK_GROUPS[group]())
     if group == "oscillators":  # the signal line is an EMA of the finished macd column
         signal = macd_signal_features()
         frame = frame.with_columns(*[e.alias(n) for n, e in signal.items()])
         frame = frame.with_columns(*[finite(pl.col(n)).alias(n) for n in signal])
-    return frame.drop("Code").collect()
+    return frame.drop("Code")
 
 
 def assemble(base: pl.DataFrame, jump_clip: float, horizons: list[int], cs_method: str | None = "zscore",
@@ -116,8 +145,8 @@ def assemble(base: pl.DataFrame, jump_clip: float, horizons: list[int], cs_metho
     keys = panel_keys(base)
     cs = Normaliser(keys, sigma, cs_method) if cs_method is not None else None
     codes = base["Code"]
-    base = with_stock_index(base, keys).with_columns(daily_inputs(jump_clip))
-    lf = base.lazy()
+    lazy, rows = stock_base(base, keys.code, jump_clip)
+    base = lazy.collect()  # every helper column, once for all groups
     out: dict[str, pl.Series] = {}
     raw: dict[str, pl.Series] = {}
     groups: dict[str, list[str]] = {}
@@ -130,7 +159,7 @@ def assemble(base: pl.DataFrame, jump_clip: float, horizons: list[int], cs_metho
             out[name] = cs(frame[name]) if cs is not None and normalise else frame[name].cast(pl.Float32)
 
     for group in PER_STOCK_GROUPS:
-        store(_per_stock(lf, group), group, True)
+        store(_per_stock(base.lazy(), rows, group), group, True)
     day = pl.Series(keys.day)
     daily = market_daily(pl.LazyFrame([base["Date"], base["_r"], raw["ma_gap_20d"]])).collect()
     market = daily.drop("Date").select(pl.all().gather(day))  # one value per date, on every row
