@@ -4,10 +4,10 @@ The one-plan build (``features.compute_features`` -> ``targets.add_targets`` ->
 ``cross_section.cs_normalize`` as one lazy polars query) holds every float64 feature, its winsorised
 copy and four join outputs at once: 13 GB at 4,000 stocks x 1,250 days. Here a base frame of the raw
 panel plus the daily helper columns is kept, and each feature group is computed from it with the same
-polars expressions on top of rolling windows from the numpy engine (``rolling.window_columns``, the
+polars expressions on top of rolling windows from compiled kernels (``rolling.window_columns``, the
 numbers of the polars window expressions ``compute_features`` uses), normalised per date on a dense
-date x stock grid (``cross_section.zscore_grid``)
-and stored as float32 at once, so only one group's float64 columns exist at a time. Market, beta and
+date x stock grid (``cross_section.zscore_grid``) and stored as float32 at once, so only one group's
+float64 columns exist at a time. Market, beta and
 sector features reuse ``cross_section``'s expressions on narrow frames; targets are looked up by binary
 search on a (stock, day) key (``targets.target_arrays``) instead of joins.
 """

@@ -80,7 +80,7 @@ def windows_of(exprs) -> list[Window]:
 
 
 def polars_windows(windows: list[Window]) -> list[pl.Expr]:
-    """The windows as polars window expressions over ``Code``: the definition the numpy engine matches."""
+    """The windows as polars window expressions over ``Code``: the definition the compiled kernels match."""
     exprs = []
     for w in windows:
         col = pl.col(w.column).pow(2) if w.stat == "sqmean" else pl.col(w.column)
