@@ -7,9 +7,9 @@ panel plus the daily helper columns is kept, and each feature group is computed 
 polars expressions on top of rolling windows from compiled kernels (``rolling.window_columns``, the
 numbers of the polars window expressions ``compute_features`` uses), normalised per date on a dense
 date x stock grid (``cross_section.zscore_grid``) and stored as float32 at once, so only one group's
-float64 columns exist at a time. Market, beta and
-sector features reuse ``cross_section``'s expressions on narrow frames; targets are looked up by binary
-search on a (stock, day) key (``targets.target_arrays``) instead of joins.
+float64 columns exist at a time. Market, beta and sector features reuse ``cross_section``'s expressions
+on narrow frames; targets are looked up by binary search on a (stock, day) key
+(``targets.target_arrays``) instead of joins.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def stock_features(base: pl.LazyFrame, rows: StockRows, exprs: dict[str, pl.Expr
     frame, their rolling windows computed by ``rolling.window_columns``."""
     windows = windows_of(exprs.values())
     names = list(dict.fromkeys(w.column for w in windows))
-    inputs = base.select(pl.col(names).cast(pl.Float64).fill_null(np.nan)).collect()  # numpy views, no copies
+    inputs = base.select(pl.col(names).cast(pl.Float64).fill_null(np.nan)).collect()  # NaN, not null: to_numpy copies nothing
     values = window_columns(rows, {c: inputs[c].to_numpy() for c in names}, windows)
     del inputs
     framed = base.with_columns(pl.Series(name, values.pop(name), nan_to_null=True) for name in list(values))

@@ -27,7 +27,6 @@ window without a single gain has a mean gain of exactly 0 and ties stay ties in 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,6 +34,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 import polars as pl
+
+from atft.training.cpu_share import available_cpus
 
 PREFIX = "_w:"
 STATS = ("sum", "mean", "std", "sqmean", "min", "max")
@@ -273,8 +274,9 @@ def window_columns(rows: StockRows, columns: Mapping[str, np.ndarray], windows: 
     Args:
         rows: the frame's stock layout. columns: ``{column: [rows] float64}`` (NaN/inf = missing).
         windows: what to compute.
-        threads: groups of stocks computed at once (default: the CPUs this process may use, at most 4);
-            the kernels release the GIL, and groups write disjoint rows.
+        threads: groups of stocks computed at once (default: the CPUs this process may use, affinity and
+            cgroup quota as for training (``cpu_share.available_cpus``), at most 4); the kernels release
+            the GIL, and groups write disjoint rows.
     """
     columns = {w.column: np.ascontiguousarray(columns[w.column], dtype=np.float64) for w in windows}
     out = {w.name: np.empty(rows.n) for w in windows}
@@ -285,7 +287,7 @@ def window_columns(rows: StockRows, columns: Mapping[str, np.ndarray], windows: 
             _window_kernel(columns[w.column], rows.starts[task], rows.lengths[task], w.k, STATS.index(w.stat),
                            out[w.name])
 
-    threads = threads or min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    threads = threads or min(4, available_cpus().threads)
     if threads <= 1 or len(tasks) <= 1:
         for task in tasks:
             run(task)
