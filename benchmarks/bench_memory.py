@@ -35,41 +35,50 @@ def _rss_gb() -> float:
 
 
 def probe(args) -> None:
-    """In the child: run ``atft train`` and print one JSON line at step ``--steps``, then exit at once."""
+    """In the child: run ``atft train`` and print one JSON line at step ``--steps``, then exit at once.
+
+    Only the light panel module is imported before ``atft train`` starts (its hook is installed there), so
+    the command's own start-up (the dataset read overlapping the training libraries' imports) is what is
+    timed; the training classes are hooked once the panel is loaded, when they are imported anyway."""
     import psutil
 
     started = psutil.Process().create_time()
-    import atft.training.train as train_mod
+    import atft.data.panel as panel_mod
     from atft import cli
-    from atft.training.datamodule import PanelDataModule
-    from atft.training.module import ATFTLightningModule
 
     rec: dict = {"steps": 0}
-    real_load, real_setup = train_mod.load_panel, PanelDataModule.setup
+    real_load = panel_mod.load_panel
 
     def load_panel(*a, **k):
         panel = real_load(*a, **k)
         rec.update(shape=list(panel.X.shape), panel_dtype=str(panel.X.dtype),
                    loaded_s=time.time() - started, rss_after_load_gb=_rss_gb())
+        hook_training()
         return panel
 
-    def setup(self, stage=None):
-        rec["dm"] = self
-        return real_setup(self, stage)
+    def hook_training() -> None:
+        from atft.training.datamodule import PanelDataModule
+        from atft.training.module import ATFTLightningModule
 
-    def on_train_batch_start(self, batch, batch_idx):
-        rec["steps"] += 1
-        if rec["steps"] == 1:
-            rec["startup_s"] = time.time() - started
-        if rec["steps"] > args.steps:
-            report(rec, started)
-            sys.stdout.flush()
-            os._exit(0)  # the measurement is done: skip the rest of the epoch and the evaluation
-        return real_batch_start(self, batch, batch_idx)
+        real_setup, real_batch_start = PanelDataModule.setup, ATFTLightningModule.on_train_batch_start
 
-    real_batch_start = ATFTLightningModule.on_train_batch_start
-    train_mod.load_panel, PanelDataModule.setup = load_panel, setup
-    ATFTLightningModule.on_train_batch_start = on_train_batch_start
+        def setup(self, stage=None):
+            rec["dm"] = self
+            return real_setup(self, stage)
+
+        def on_train_batch_start(self, batch, batch_idx):
+            rec["steps"] += 1
+            if rec["steps"] == 1:
+                rec["startup_s"] = time.time() - started
+            if rec["steps"] > args.steps:
+                report(rec, started)
+                sys.stdout.flush()
+                os._exit(0)  # the measurement is done: skip the rest of the epoch and the evaluation
+            return real_batch_start(self, batch, batch_idx)
+
+        PanelDataModule.setup, ATFTLightningModule.on_train_batch_start = setup, on_train_batch_start
+
+    panel_mod.load_panel = load_panel  # before atft.training.train imports it
     dtype = [] if args.dtype == "float32" else [f"data.panel_dtype={args.dtype}"]  # older code has no such key
     code = cli.main(["train", "--data-path", args.data, "--run-dir", args.run_dir, "--max-epochs", "1",
                      f"train.log_dir={args.run_dir}/_logs", *dtype, *args.overrides])

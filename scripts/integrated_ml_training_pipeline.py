@@ -51,10 +51,13 @@ def to_overrides(args: argparse.Namespace) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from atft.config import load_config
-    from atft.training.train import train
+    from atft.data.panel import prefetch_panel
 
     try:
         cfg = load_config(to_overrides(args))
+        prefetch_panel(cfg.data.path, cfg.data)  # the dataset is read while the training libraries import
+        from atft.training.train import train
+
         train(cfg, resume_from=args.resume_from, dry_run_only=args.dry_run)
     except (ValueError, FileNotFoundError) as exc:
         if os.environ.get("ATFT_DEBUG"):

@@ -136,10 +136,14 @@ def dispatch(args) -> int:
         report = build_dataset(load_config(_overrides(args, flags)))
         print(format_quality_summary(report))
     elif args.command == "train":
-        from atft.training.train import train
+        from atft.data.panel import prefetch_panel
 
         flags = {"data_path": "data.path", "max_epochs": "train.trainer.max_epochs", "run_dir": "run_dir"}
-        train(load_config(_overrides(args, flags), config_file=args.config), resume_from=args.resume_from)
+        cfg = load_config(_overrides(args, flags), config_file=args.config)
+        prefetch_panel(cfg.data.path, cfg.data)  # the dataset is read while the training libraries import
+        from atft.training.train import train
+
+        train(cfg, resume_from=args.resume_from)
     elif args.command == "tune":
         from atft.tuning.tune import tune
 

@@ -216,3 +216,19 @@ def test_sector_residual_graph_finds_groups_the_sector_factor_hides():
 
     assert cluster_share("none") < 0.3  # the edges follow the dominant sector factor
     assert cluster_share("sector") > 0.9
+
+
+def test_equal_correlations_go_to_the_lower_numbered_stock_across_blocks():
+    """Ties in |corr| are broken the same way whichever block pass (rows or columns) meets them."""
+    from atft.graph.day_graph import top_partners, unit_columns
+
+    up_down = [0.5, -0.5, 0.5, -0.5]  # mean 0, norm 1: every correlation below is exact (0 or +-1)
+    window = np.array([[0.5, 0.5, -0.5, -0.5]] + [up_down] * 4 + [[-x for x in up_down]]).T  # [W=4, n=6]
+    z, ok = unit_columns(window, min_periods=4)
+    partner, corr = top_partners(z, ok, k=2, rows=2)
+    score = np.abs(z.T @ z).numpy()
+    np.fill_diagonal(score, -1)
+    expected = np.argsort(-score, axis=1, kind="stable")[:, :2]  # the lower stock first among equals
+    assert partner.tolist() == expected.tolist()
+    assert partner[5].tolist() == [1, 2] and corr[5].tolist() == [-1.0, -1.0]
+    assert partner[0].tolist() == [1, 2] and corr[0].tolist() == [0.0, 0.0]

@@ -135,3 +135,34 @@ def test_ddp_two_cpu_processes_train_one_epoch(dataset, tmp_path):
     assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "metrics.json").is_file()
     log = (tmp_path / "_logs" / "ddp.log").read_text()
     assert log.count("Epoch 1/1 |") == 1
+
+
+def _background_reads(monkeypatch) -> list[str]:
+    """The threads that read a dataset file (``read_panel_file``) from now on."""
+    import threading
+
+    from atft.data import panel as panel_mod
+
+    threads: list[str] = []
+    real = panel_mod.read_panel_file
+
+    def read(path, data_cfg):
+        threads.append(threading.current_thread().name)
+        return real(path, data_cfg)
+
+    monkeypatch.setattr(panel_mod, "read_panel_file", read)
+    return threads
+
+
+def test_seed_command_and_atft_train_read_the_dataset_once_while_importing(dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    threads = _background_reads(monkeypatch)
+    assert _script().main(["--data-path", str(dataset), "--dry-run", *TINY]) == 0
+    assert threads == ["atft-prefetch"]  # read in the background, taken by the run's load_panel
+    import atft.training.train as train_mod
+    from atft import cli
+
+    shapes = []
+    monkeypatch.setattr(train_mod, "train", lambda cfg, **_: shapes.append(load_panel(cfg.data.path, cfg.data).X.shape))
+    assert cli.main(["train", "--data-path", str(dataset), *TINY]) == 0
+    assert threads == ["atft-prefetch"] * 2 and len(shapes) == 1

@@ -1,17 +1,20 @@
 """Parquet columns -> one preallocated dense ``[D, N, K]`` array, a batch of rows at a time.
 
 The loader never holds a frame of all features: it reads batches of rows of the parquet (each about
-``CHUNK_BYTES`` of float32 values), scatters each batch into the array and drops it, so its peak beside
-the array is one batch (~2 x ``CHUNK_BYTES``). Statistics over the array (the leakage screen, the scaler)
-and its transforms run over ``chunk_slices`` in place, for the same reason.
+``CHUNK_BYTES`` of float32 values) and scatters each into the array (compiled, in a second thread while
+the next batch is decoded), so its peak beside the array is about three batches (the batch being read
+and two decode buffers). Statistics over the array (the leakage screen, the scaler) and its transforms
+run over ``chunk_slices`` in place, for the same reason.
 
 Shapes: ``D`` days, ``N`` stocks, ``K`` columns, ``R`` parquet rows.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,7 +23,7 @@ from atft.errors import InputError
 from atft.io_utils import parquet_row_batches, read_parquet
 
 CHUNK_BYTES = 64 << 20  # float32 values per row batch read from the parquet / per day chunk of the panel
-BLOCK_BYTES = 2 << 20  # rows assembled from columns per block: small enough to stay in cache while filled
+BLOCK_BYTES = 64 << 10  # cells scattered per block, column by column: small enough to stay in cache
 PANEL_DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -59,22 +62,61 @@ def null_counts(path: Path, names: list[str]) -> tuple[dict[str, int], int]:
     return counts, int(meta.num_rows)
 
 
-def fill_dense(path: Path, columns: list[str], di: np.ndarray, ni: np.ndarray,
-               shape: tuple[int, int]) -> tuple[np.ndarray, dict[str, int]]:
+@numba.njit(nogil=True, cache=True)
+def _scatter(values, cells_index, cells, bad, finite, block_rows):  # pragma: no cover - compiled
+    """Row ``r`` of ``values [K, n]`` (column-major rows: one column per row) -> ``cells[cells_index[r], :]``,
+    non-finite values -> NaN, counted per column in ``bad [K]``; with ``finite`` (``[cells]``, else empty)
+    also each cell's finite values. A block of ``block_rows`` rows at a time, column by column: the
+    block's cells stay in cache while its columns arrive, and each column is read in order."""
+    K, n = values.shape
+    count = finite.shape[0] > 0
+    for s in range(0, n, block_rows):
+        e = min(n, s + block_rows)
+        if count:
+            for r in range(s, e):
+                finite[cells_index[r]] = 0
+        for j in range(K):
+            missing = 0
+            for r in range(s, e):
+                v = values[j, r]
+                c = cells_index[r]
+                if np.isfinite(v):
+                    if count:
+                        finite[c] += 1
+                else:
+                    v = np.nan
+                    missing += 1
+                cells[c, j] = v
+            bad[j] += missing
+
+
+def _decode(batch, columns: list[str], path: Path, out: np.ndarray) -> np.ndarray:
+    """The record batch's columns as float32 rows of ``out [K, >= n]`` (nulls -> NaN); returns ``out[:, :n]``."""
+    n = batch.num_rows
+    for j, col in enumerate(batch.columns):
+        try:
+            out[j, :n] = pc.cast(col, pa.float32()).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise InputError(f"dataset {path}: column {columns[j]!r} is not numeric ({col.type})") from None
+    return out[:, :n]
+
+
+def fill_dense(path: Path, columns: list[str], di: np.ndarray, ni: np.ndarray, shape: tuple[int, int],
+               finite: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, int]]:
     """Read ``columns`` into one ``[D, N, K]`` float32 array, NaN where missing, a batch of rows at a time.
 
-    Each batch (about ``CHUNK_BYTES`` of float32 values: every column of a run of rows) is converted to one
-    row-major ``[rows, K]`` array a block of about ``BLOCK_BYTES`` at a time (the block's rows stay in cache
-    while its columns arrive one by one; filling the whole batch column by column would go to memory once
-    per column), and each block is scattered into the panel whole rows at a time (one slice assignment
-    where the rows are consecutive cells, as in a sorted complete panel), so the cost is per row, not per
-    row and column.
+    Each batch (about ``CHUNK_BYTES`` of float32 values: every column of a run of rows) is decoded into one
+    of two ``[K, rows]`` buffers and scattered into the panel by a compiled kernel (``_scatter``: a block
+    of about ``BLOCK_BYTES`` of cells at a time, column by column) in a second thread while the next
+    batch is read and decoded into the other buffer, so reading and scattering overlap.
 
     Args:
         path: the parquet; its rows are in the order ``di`` / ``ni`` were computed from.
         columns: numeric / boolean columns; NaN and +-inf become NaN (missing).
         di, ni: ``[R]`` day and stock index of each row (no two rows share a cell).
         shape: ``(D, N)``.
+        finite: optional ``[D, N]`` int32: set to each cell's number of finite values among ``columns``
+            (cells without a row are left as they are).
 
     Returns the array and the non-finite counts of the columns (values present but NaN or +-inf; only the
     columns that have any).
@@ -86,48 +128,30 @@ def fill_dense(path: Path, columns: list[str], di: np.ndarray, ni: np.ndarray,
         return out, {}
     cells = out.reshape(-1, K)  # [D*N, K] view: one flat row index scatters faster than two
     flat = di * shape[1] + ni  # [R]
+    counts = np.zeros(0, np.int32) if finite is None else finite.reshape(-1)  # [D*N] view, or no counting
     bad = np.zeros(K, dtype=np.int64)  # non-finite values per column, nulls included
     nulls = np.zeros(K, dtype=np.int64)
+    block, batch_rows = max(1, BLOCK_BYTES // (4 * K)), max(1, CHUNK_BYTES // (4 * K))  # rows
+    buffers = [np.empty((K, min(batch_rows, R)), np.float32) for _ in range(2)]  # [K, rows]: one decoding, one scattered
     done = 0
-    S = max(1, BLOCK_BYTES // (4 * K))  # rows per block
-    for batch in parquet_row_batches(path, "dataset", columns, CHUNK_BYTES // (4 * K)):
-        n = batch.num_rows
-        if done + n > R:
-            raise InputError(f"dataset {path}: column {columns[0]!r} has more than {R} rows")
-        cols = []  # [n] per column: arrow -> numpy, no frame library copies
-        for j, col in enumerate(batch.columns):
-            nulls[j] += col.null_count
-            try:
-                cols.append(pc.cast(col, pa.float32()).to_numpy(zero_copy_only=False))  # null -> NaN
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                raise InputError(f"dataset {path}: column {columns[j]!r} is not numeric ({col.type})") from None
-        values = np.empty((n, K), dtype=np.float32)  # [n, K] row-major
-        for s in range(0, n, S):  # a block of rows at a time: it stays in cache while its columns arrive
-            e = min(n, s + S)
-            block = values[s:e]
-            for j, col in enumerate(cols):
-                block[:, j] = col[s:e]
-            missing = ~np.isfinite(block)
-            bad += missing.sum(0)
-            block[missing] = np.nan
-            rows = flat[done + s:done + e]
-            if rows[-1] - rows[0] == e - s - 1 and bool((np.diff(rows) == 1).all()):
-                cells[rows[0]:rows[0] + e - s] = block  # consecutive cells: a plain copy
-            else:
-                cells[rows] = block
-        del batch, cols, values
-        done += n
+    with ThreadPoolExecutor(max_workers=1) as scatter:
+        pending = None
+        for i, batch in enumerate(parquet_row_batches(path, "dataset", columns, batch_rows)):
+            n = batch.num_rows
+            if done + n > R:
+                raise InputError(f"dataset {path}: column {columns[0]!r} has more than {R} rows")
+            nulls += [col.null_count for col in batch.columns]
+            values = _decode(batch, columns, path, buffers[i % 2])  # [K, n]
+            del batch
+            if pending is not None:
+                pending.result()  # the other buffer is in the panel and free again
+            pending = scatter.submit(_scatter, values, flat[done:done + n], cells, bad, counts, block)
+            done += n
+        if pending is not None:
+            pending.result()
     if done != R:
         raise InputError(f"dataset {path}: column {columns[0]!r} has {done} rows, expected {R}")
     return out, {c: int(b - z) for c, b, z in zip(columns, bad, nulls, strict=True) if b > z}
-
-
-def finite_share_at_least(X: np.ndarray, share: float) -> np.ndarray:
-    """``[D, N]`` bool: rows whose share of finite features is at least ``share``; one day chunk at a time."""
-    out = np.empty(X.shape[:2], dtype=bool)  # [D, N]
-    for c in chunk_slices(X.shape[0], X[0].nbytes):
-        out[c] = np.isfinite(X[c]).mean(-1) >= share
-    return out
 
 
 def numpy_dtype(name: str):

@@ -11,20 +11,23 @@ feature whose mean daily IC with a forward target is implausibly high) and the r
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+from omegaconf import OmegaConf
 
 from atft.config import cfg_get
 from atft.data.dense import (
     chunk_slices,
     column_chunks,
     fill_dense,
-    finite_share_at_least,
     null_counts,
     numpy_dtype,
 )
@@ -155,9 +158,10 @@ def is_target_derived(name: str) -> bool:
     return "target" in name.lower() or name.lower().startswith("oracle_")
 
 
-def detect_features(schema: dict, features_cfg, path: Path) -> list[str]:
+def detect_features(schema: dict, features_cfg, path: Path) -> tuple[list[str], list[str]]:
     """Numeric non-target columns of ``schema`` (name -> polars dtype), or the explicit include list; minus
-    the exclude list and all-null columns (counted from the parquet's footer statistics)."""
+    the exclude list and all-null columns (counted from the parquet's footer statistics). Returns the
+    features and the all-null columns left out."""
     include = list(cfg_get(features_cfg, "include", []) or [])
     exclude = set(cfg_get(features_cfg, "exclude", []) or [])
     if include:
@@ -173,12 +177,15 @@ def detect_features(schema: dict, features_cfg, path: Path) -> list[str]:
     names = [n for n in names if n not in exclude]
     nulls, rows = null_counts(path, names)
     null_only = [n for n in names if nulls[n] == rows]
-    if null_only:
-        log.warning("dropping %d all-null feature columns, e.g. %s", len(null_only), null_only[0])
-        names = [n for n in names if n not in null_only]
+    names = [n for n in names if n not in null_only]
     if not names:
         raise InputError(f"dataset {path} has no usable feature columns (numeric, not target-derived)")
-    return names
+    return names, null_only
+
+
+def mostly_finite(finite: np.ndarray, n_features: int) -> np.ndarray:
+    """``[D, N]`` bool: rows with at least half of their ``n_features`` features finite (``finite``: counts)."""
+    return finite >= 0.5 * n_features
 
 
 def _nonfinite_note(counts: dict[str, int], what: str, action: str) -> str:
@@ -238,6 +245,96 @@ def graph_returns(X_raw: np.ndarray, names: list[str], Y: np.ndarray, horizons: 
     return None, "none"
 
 
+@dataclass
+class PanelFile:
+    """What :func:`load_panel` reads from the dataset before it fits anything (:func:`read_panel_file`)."""
+
+    df: pl.DataFrame  # [R] key and label columns
+    dates: np.ndarray  # [D]
+    codes: np.ndarray  # [N]
+    di: np.ndarray  # [R] each row's day
+    ni: np.ndarray  # [R] each row's stock
+    exists: np.ndarray  # [D, N] bool
+    meta: dict  # the sidecar
+    horizons: list[int]
+    names: list[str]  # features
+    null_only: list[str]  # all-null columns left out of the features
+    dtype: str  # data.panel_dtype
+    Y: np.ndarray  # [D, N, H] float32
+    bad_targets: dict[str, int]
+    X: np.ndarray | None  # [D, N, F] float32 raw features (None for a half-precision panel: read later)
+    finite: np.ndarray | None  # [D, N] int32 finite features per row (with X)
+    bad_features: dict[str, int]
+
+
+def read_panel_file(path, data_cfg) -> PanelFile:
+    """Keys, targets and (for a float32 panel) the raw features of ``path``; refuses a bad file in one line."""
+    path = Path(path)
+    schema, df = _read_keys(path)  # [R] keys and labels only; features are read column by column
+    dates, codes, di, ni, exists = _index(df, path)
+    meta = read_sidecar(path)
+    horizons = detect_horizons(list(schema), cfg_get(data_cfg, "horizons"), path)
+    names, null_only = detect_features(schema, cfg_get(data_cfg, "features"), path)
+    dtype = str(cfg_get(data_cfg, "panel_dtype", "float32"))
+    numpy_dtype(dtype)  # refuse a bad value before the long read
+    shape = (len(dates), len(codes))
+    Y, bad_targets = fill_dense(path, [f"target_{h}d" for h in horizons], di, ni, shape)  # [D, N, H]
+    X, finite, bad_features = None, None, {}
+    if dtype == "float32":  # a half-precision panel is read a few columns at a time later (``_load_half``)
+        finite = np.zeros(shape, dtype=np.int32)
+        X, bad_features = fill_dense(path, names, di, ni, shape, finite=finite)  # [D, N, F] float32, raw
+    return PanelFile(df, dates, codes, di, ni, exists, meta, horizons, names, null_only, dtype, Y, bad_targets,
+                     X, finite, bad_features)
+
+
+_prefetched: tuple[tuple, Future] | None = None  # (what was asked for, the read) of ``prefetch_panel``
+
+
+def _prefetch_key(path, data_cfg) -> tuple | None:
+    """The file (resolved path, size, modification time) and the data config; None if there is no file."""
+    try:
+        stat = Path(path).resolve().stat()
+    except OSError:
+        return None
+    cfg = OmegaConf.to_container(data_cfg, resolve=True) if OmegaConf.is_config(data_cfg) else data_cfg
+    return str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, json.dumps(cfg, sort_keys=True, default=str)
+
+
+def prefetch_panel(path, data_cfg) -> None:
+    """Start :func:`read_panel_file` in a background thread; the next :func:`load_panel` of the same file with
+    the same data config takes its result instead of reading again (a read error surfaces there, as it
+    would have). ``atft train`` calls this before it imports the training libraries: the read (decoding
+    and compiled scatter, mostly outside the GIL) and the imports (one core) overlap."""
+    global _prefetched
+    key = _prefetch_key(path, data_cfg)
+    if key is None:
+        return  # no file: load_panel says so in one line
+    future: Future = Future()
+
+    def read() -> None:
+        try:
+            future.set_result(read_panel_file(path, data_cfg))
+        except BaseException as exc:  # noqa: BLE001 - handed to load_panel, which raises it
+            future.set_exception(exc)
+
+    _prefetched = key, future
+    # a daemon: a run that fails before it loads the panel exits at once instead of finishing the read
+    threading.Thread(target=read, name="atft-prefetch", daemon=True).start()
+
+
+def _take_prefetched(path, data_cfg) -> PanelFile | None:
+    """The prefetched read of ``path`` if it was for this file and data config (waits for it); else None
+    (a read for other arguments is waited for and dropped, so two panels never coexist)."""
+    global _prefetched
+    if _prefetched is None:
+        return None
+    (key, future), _prefetched = _prefetched, None
+    if key != _prefetch_key(path, data_cfg):
+        future.exception()  # wait; its result (or error) is not for this call
+        return None
+    return future.result()
+
+
 def load_panel(path, data_cfg, *, model_cfg=None, scaler: RobustScaler | None = None,
                fit_days: np.ndarray | None = None) -> Panel:
     """Read ``path`` into a :class:`Panel` (splits, leakage screen and scaler fitted on training dates).
@@ -250,17 +347,13 @@ def load_panel(path, data_cfg, *, model_cfg=None, scaler: RobustScaler | None = 
         fit_days: day indices to fit the screen and scaler on; None -> the training split.
     """
     path = Path(path)
-    schema, df = _read_keys(path)  # [R] keys and labels only; features are read column by column
-    dates, codes, di, ni, exists = _index(df, path)
-    meta = read_sidecar(path)
-    horizons = detect_horizons(list(schema), cfg_get(data_cfg, "horizons"), path)
-    names = detect_features(schema, cfg_get(data_cfg, "features"), path)
-    dtype = str(cfg_get(data_cfg, "panel_dtype", "float32"))
-    numpy_dtype(dtype)  # refuse a bad value before the long read
-    shape = (len(dates), len(codes))
-    target_cols = [f"target_{h}d" for h in horizons]
-    Y, bad_targets = fill_dense(path, target_cols, di, ni, shape)  # [D, N, H]
-    splits = date_splits(dates, cfg_get(data_cfg, "split"), max(horizons))
+    file = _take_prefetched(path, data_cfg) or read_panel_file(path, data_cfg)
+    di, ni, exists, names, horizons, dtype, Y = file.di, file.ni, file.exists, file.names, file.horizons, \
+        file.dtype, file.Y
+    shape = exists.shape
+    if file.null_only:
+        log.warning("dropping %d all-null feature columns, e.g. %s", len(file.null_only), file.null_only[0])
+    splits = date_splits(file.dates, cfg_get(data_cfg, "split"), max(horizons))
     fit = splits.train if fit_days is None else np.asarray(fit_days)
     max_ic = cfg_get(cfg_get(data_cfg, "features"), "leakage_screen_max_abs_ic", 0.5)
     return_col = cfg_get(cfg_get(model_cfg, "graph"), "return_feature", "returns_1d")
@@ -268,14 +361,14 @@ def load_panel(path, data_cfg, *, model_cfg=None, scaler: RobustScaler | None = 
         X, M, bad_features, scaler, returns, source = _load_half(
             path, names, (di, ni, exists), Y, horizons, fit, max_ic, return_col, scaler, data_cfg, dtype)
     else:
-        X, bad_features = fill_dense(path, names, di, ni, shape)  # [D, N, F] float32, raw
-        M = exists & finite_share_at_least(X, 0.5)  # [D, N]
+        X, bad_features = file.X, file.bad_features  # [D, N, F] float32, raw
+        M = exists & mostly_finite(file.finite, len(names))  # [D, N]
         leakage_screen(X, Y, names, horizons, fit, max_ic)
         returns, source = graph_returns(X, names, Y, horizons, return_col)
     notes = [f"graph returns from {source}"]
-    if isinstance(meta.get("source"), dict):
-        notes.append(f"built by `atft dataset build` from source {meta['source'].get('name', '?')}")
-    nonfinite = {"features": bad_features, "targets": bad_targets}
+    if isinstance(file.meta.get("source"), dict):
+        notes.append(f"built by `atft dataset build` from source {file.meta['source'].get('name', '?')}")
+    nonfinite = {"features": bad_features, "targets": file.bad_targets}
     for what, key, action in (("feature", "features", "treated as missing"), ("target", "targets", "masked")):
         if nonfinite[key]:  # fill_dense already turned them into NaN: a missing feature, a masked target
             notes.append(_nonfinite_note(nonfinite[key], what, action))
@@ -288,10 +381,10 @@ def load_panel(path, data_cfg, *, model_cfg=None, scaler: RobustScaler | None = 
         X = scaler.transform_inplace(X)  # [D, N, F] NaN-free
     log.info("panel %s: %d days x %d stocks x %d features (%s, %.2f GB), horizons %s", path.name, *shape,
              len(names), dtype, X.nbytes / 1e9, horizons)
-    return Panel(X=X, M=M, Y=Y, Y_mask=np.isfinite(Y), dates=dates, codes=codes, feature_names=names,
-                 horizons=horizons, sector_id=_daily_ids(df, "Sector", di, ni, shape),
-                 market_id=_daily_ids(df, "Market", di, ni, shape), returns=returns, splits=splits, scaler=scaler,
-                 source=str(path), notes=notes, nonfinite=nonfinite)
+    return Panel(X=X, M=M, Y=Y, Y_mask=np.isfinite(Y), dates=file.dates, codes=file.codes, feature_names=names,
+                 horizons=horizons, sector_id=_daily_ids(file.df, "Sector", di, ni, shape),
+                 market_id=_daily_ids(file.df, "Market", di, ni, shape), returns=returns, splits=splits,
+                 scaler=scaler, source=str(path), notes=notes, nonfinite=nonfinite)
 
 
 def _load_half(path: Path, names: list[str], index, Y: np.ndarray, horizons: list[int], fit: np.ndarray,
@@ -304,10 +397,11 @@ def _load_half(path: Path, names: list[str], index, Y: np.ndarray, horizons: lis
     """
     di, ni, exists = index
     shape = exists.shape
-    finite = np.zeros(shape, dtype=np.int32)  # [D, N] finite features per row
+    finite, part = np.zeros(shape, dtype=np.int32), np.zeros(shape, dtype=np.int32)  # [D, N] finite features
     for cols in column_chunks(names, shape[0] * shape[1]):
-        finite += np.isfinite(fill_dense(path, cols, di, ni, shape)[0]).sum(-1, dtype=np.int32)
-    M = exists & (finite / len(names) >= 0.5)  # [D, N]
+        fill_dense(path, cols, di, ni, shape, finite=part)  # the chunk's values are dropped: counts only
+        finite += part
+    M = exists & mostly_finite(finite, len(names))  # [D, N]
     X = np.empty((*shape, len(names)), dtype=numpy_dtype(dtype))  # [D, N, F]
     bad: dict[str, int] = {}
     centers, scales, raw_returns = [], [], None

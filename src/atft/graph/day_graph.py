@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import numba
 import numpy as np
 import torch
 
@@ -62,31 +63,73 @@ def top_partners(z: torch.Tensor, ok: torch.Tensor, k: int,
                  rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each stock's ``k`` largest-|corr| partners (itself and not-``ok`` stocks excluded) and their corr.
 
-    The ``[n, n]`` correlation matrix of ``window_correlation`` is never formed: ``rows`` (default
-    ``TOPK_ROWS``) stocks at a time, a ``[rows, n]`` block of it that stays in cache through ``abs`` and
-    ``topk`` (the same values as the whole product's rows). A stock that is not ``ok`` picks nobody.
+    The ``[n, n]`` correlation matrix of ``window_correlation`` is never formed, and each of its symmetric
+    halves is computed once: ``rows`` (default ``TOPK_ROWS``) stocks ``s..e-1`` at a time, the block
+    ``[rows, n - s]`` of their correlations with stocks ``s..n-1`` (one matrix product; the same values as
+    the whole product's) updates the running top ``k`` of its rows and, read by columns, of stocks
+    ``e..n-1`` (``_top_abs``). Every stock meets its candidates in increasing order, so among equal
+    ``|corr|`` the lower-numbered stock is preferred. A stock that is not ``ok`` picks nobody.
 
     Shapes: ``z [W, n]``, ``ok [n]`` -> ``(partner [n, k] int64, corr [n, k] float32)``, corr NaN where
     there is no candidate (partner then meaningless).
     """
     n, rows = z.shape[1], rows or TOPK_ROWS
     zt = z.T.contiguous()  # [n, W]
-    partner = np.empty((n, k), np.int64)
-    corr = np.empty((n, k), np.float32)
-    block = torch.empty(min(rows, n), n)  # [rows, n], reused
-    masked = not bool(ok.all())
+    partner = np.zeros((n, k), np.int64)
+    corr = np.full((n, k), np.nan, np.float32)  # signed corr of the running top k
+    best = np.full((n, k), -1.0, np.float32)  # its |corr|, decreasing; -1: no candidate yet
+    block = torch.empty(min(rows, n) * n)  # reused: [rows, n - s] blocks
+    candidate = ok.numpy()  # [n] bool
     for s in range(0, n, rows):
         e = min(n, s + rows)
-        c = torch.mm(zt[s:e], z, out=block[:e - s])  # [b, n] correlations of stocks s..e-1
-        score = c.abs()
-        if masked:  # stocks without enough history are nobody's candidates and pick none
-            score[~ok[s:e]] = -1.0
-            score[:, ~ok] = -1.0
-        score[torch.arange(e - s), torch.arange(s, e)] = -1.0  # not oneself
-        top = score.topk(k, dim=1)  # [b, k]
-        partner[s:e] = top.indices.numpy()
-        corr[s:e] = torch.where(top.values >= 0, c.gather(1, top.indices), torch.nan).numpy()
+        c = torch.mm(zt[s:e], z[:, s:], out=block[:(e - s) * (n - s)].view(e - s, n - s))  # [b, n - s]
+        _top_abs(c.numpy(), candidate, s, e, best, partner, corr)
     return partner, corr
+
+
+@numba.njit(nogil=True, cache=True)
+def _top_abs(c, candidate, s, e, best, partner, corr):  # pragma: no cover - compiled
+    """Fold the correlations ``c [e - s, n - s]`` of stocks ``s..e-1`` with stocks ``s..n-1`` into the
+    running top ``k`` (``best`` |corr| decreasing, ``partner``, signed ``corr``; all ``[n, k]``): rows
+    ``s..e-1`` take their candidates ``s..n-1``, stocks ``e..n-1`` take ``s..e-1`` (the block's columns).
+    Only ``candidate`` stocks pick and are picked; nobody picks itself; ties keep the earlier candidate."""
+    b, m = c.shape
+    k = best.shape[1]
+    for i in range(b):
+        me = s + i
+        if not candidate[me]:
+            continue
+        kth = best[me, k - 1]  # the bar a candidate must pass (-1 while the top k is not full)
+        for j in range(m):
+            if abs(c[i, j]) > kth and j != i and candidate[s + j]:
+                kth = _insert(best, partner, corr, me, s + j, c[i, j])
+    kth16 = np.empty(16, np.float32)
+    for t in range(e - s, m, 16):  # the columns 16 at a time: each row's 16 values are one cache line
+        w = min(m, t + 16) - t
+        for q in range(w):
+            kth16[q] = best[s + t + q, k - 1] if candidate[s + t + q] else np.inf  # inf: picks nobody
+        for i in range(b):
+            if candidate[s + i]:
+                for q in range(w):
+                    if abs(c[i, t + q]) > kth16[q]:
+                        kth16[q] = _insert(best, partner, corr, s + t + q, s + i, c[i, t + q])
+
+
+@numba.njit(nogil=True, cache=True)
+def _insert(best, partner, corr, me, other, value):  # pragma: no cover - compiled
+    """Put ``other`` (correlation ``value``, ``|value|`` above ``me``'s k-th) into ``me``'s sorted top k,
+    after any equal ``|corr|``; returns the new k-th ``|corr|``."""
+    a = abs(value)
+    p = best.shape[1] - 1
+    while p > 0 and best[me, p - 1] < a:
+        best[me, p] = best[me, p - 1]
+        partner[me, p] = partner[me, p - 1]
+        corr[me, p] = corr[me, p - 1]
+        p -= 1
+    best[me, p] = a
+    partner[me, p] = other
+    corr[me, p] = value
+    return best[me, best.shape[1] - 1]
 
 
 def residual_returns(returns: np.ndarray, valid: np.ndarray, sector_id: np.ndarray, how: str) -> np.ndarray:
