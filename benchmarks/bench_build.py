@@ -7,7 +7,9 @@
 2. On the same raw panel: ten per-stock features as a pandas user would write them (``groupby`` +
    ``rolling`` / ``pct_change``, same definitions: one-day moves clipped at +-0.4, windows of the
    stock's own rows, null until full) against ours (the same features' polars expressions from
-   ``atft.data.features``). Both are checked to give the same numbers before the ratio is reported.
+   ``atft.data.features``). Each side is timed from the raw frame to its own natural result (numpy
+   arrays aligned with the rows for pandas, a polars frame for ours, as the build holds it); both are then
+   converted to numpy and checked to give the same numbers before the ratio is reported.
 
     python benchmarks/bench_build.py [--quick] [--out results/build.json] [--src DIR] [--before-src DIR]
                                      [--keep PATH]
@@ -83,21 +85,27 @@ def pandas_features(df):
     oc_hi = np.maximum(df["Open"], df["Close"])
     hi = np.minimum(np.maximum(df["High"], oc_hi), oc_hi * (1 + CLIP))
     out["dist_high_20d"] = df["Close"].to_numpy() / flat(roll(hi, 20).max()) - 1
-    return {k: np.where(np.isfinite(v), v, np.nan) for k, v in out.items()}
+    return out
 
 
-def ours_features(raw):
+def ours_features(raw) -> pl.DataFrame:
     """The same ten features as ``atft dataset build`` computes them (``pipeline.stock_base`` +
     ``pipeline.stock_features``: the rolling windows compiled, the arithmetic in polars), raw
-    (unnormalised)."""
+    (unnormalised), as the build holds them: a polars frame."""
     from atft.data.features import PER_STOCK_GROUPS
     from atft.data.pipeline import stock_base, stock_features, stock_index
 
     exprs = {n: e for make in PER_STOCK_GROUPS.values() for n, e in make().items() if n in FEATURES}
     frame = raw.with_columns((pl.col("Close") * pl.col("Volume")).alias("DollarVolume"))
     base, rows = stock_base(frame, stock_index(frame), CLIP)
-    out = stock_features(base, rows, {n: exprs[n] for n in FEATURES})
-    return {n: out[n].to_numpy() for n in FEATURES}
+    return stock_features(base, rows, {n: exprs[n] for n in FEATURES})
+
+
+def comparable(features) -> dict[str, np.ndarray]:
+    """Either side's result as float64 numpy columns, missing (null, NaN, +-inf) as NaN: for the check only,
+    outside the timings (each side is timed up to its own natural result: numpy arrays from pandas' rolling
+    windows, a polars frame from ours)."""
+    return {n: np.where(np.isfinite(v := np.asarray(features[n], dtype=np.float64)), v, np.nan) for n in FEATURES}
 
 
 def compare(stocks: int, days: int, src: str = SRC) -> dict:
@@ -122,6 +130,7 @@ def compare(stocks: int, days: int, src: str = SRC) -> dict:
     start = time.perf_counter()
     ours = ours_features(raw)
     ours_s = time.perf_counter() - start
+    theirs, ours = comparable(theirs), comparable({n: ours[n].to_numpy() for n in FEATURES})
     worst = {}
     for name in FEATURES:
         a, b = ours[name], theirs[name]

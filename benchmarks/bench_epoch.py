@@ -16,7 +16,10 @@ Two questions, one dataset (``atft dataset build --source synthetic``), the same
    alone at the detected count (2 cores: 1.5x with 2 threads, 2x with 1).
 
 Each run is its own subprocess (its own threads and peak RSS). The machine load at start is recorded: on a
-shared machine other users' work is a competitor too, and the figures are only as clean as that load.
+shared machine other users' work is a competitor too, and the figures are only as clean as that load. The
+host's own speed drifts between runs, so each comparison is bracketed: step, epoch, (busy runs), epoch
+again, step again; the no-stall share is the mean of the two (step, epoch) pairs and a busy run is compared
+with the mean of the two epochs alone around it.
 
     python benchmarks/bench_epoch.py                      # 400 stocks x 500 days, hidden 32
     python benchmarks/bench_epoch.py --data P --hidden 16 # any dataset (e.g. the 5M-row one, under flock)
@@ -180,23 +183,33 @@ def main() -> None:
            "cpu_share": share.threads,
            "cpu_share_source": share.source, "os_cpu_count": os.cpu_count(), "load_at_start": os.getloadavg()[0]}
     work = Path(args.work)
+    # this host's speed drifts by tens of percent over minutes, so every ratio is taken between runs made
+    # on both sides of each other: the step and the epoch twice (micro, epoch ... epoch, micro), and the
+    # busy runs between the two epochs alone they are compared with
     runs = {"micro": _child(args, "micro", work / "micro", "null", False)}
     runs["alone"] = _child(args, "epoch", work / "alone", "null", False)
     print(json.dumps(runs), flush=True)
     if not args.no_competitor:
         runs["busy"] = _child(args, "epoch", work / "busy", "null", True)
         runs["busy_1_thread"] = _child(args, "epoch", work / "busy_1", "1", True)
+    runs["alone_again"] = _child(args, "epoch", work / "alone", "null", False)
+    runs["micro_again"] = _child(args, "micro", work / "micro", "null", False)
+    if not args.no_competitor:
         runs["alone_spin"] = _child(args, "epoch", work / "alone_spin", "null", False, spin=True)
         runs["busy_spin"] = _child(args, "epoch", work / "busy_spin", "null", True, spin=True)
     env["load_at_end"] = os.getloadavg()[0]
-    summary = {"epoch_vs_micro": runs["alone"]["train_samples_per_s"] / runs["micro"]["samples_per_s"],
+    pairs = [runs["alone"]["train_samples_per_s"] / runs["micro"]["samples_per_s"],
+             runs["alone_again"]["train_samples_per_s"] / runs["micro_again"]["samples_per_s"]]
+    alone_s = (runs["alone"]["train_s"] + runs["alone_again"]["train_s"]) / 2
+    summary = {"epoch_vs_micro": sum(pairs) / 2, "epoch_vs_micro_pairs": pairs,
                # the epoch's count includes its validation pass; the kernel mapping fresh memory shows here
                "minor_faults_per_step": {"epoch": runs["alone"].get("minor_faults", math.nan) / runs["alone"]["steps"],
                                          "micro": runs["micro"]["minor_faults_per_step"]}}
-    for key, base in (("busy", "alone"), ("busy_1_thread", "alone"), ("busy_spin", "alone_spin")):
+    for key, base, base_s in (("busy", "alone", alone_s), ("busy_1_thread", "alone", alone_s),
+                              ("busy_spin", "alone_spin", None)):
         if key in runs:
             n = runs[key]["threads"]["count"]
-            summary[key] = {"vs": base, "slowdown": runs[key]["train_s"] / runs[base]["train_s"],
+            summary[key] = {"vs": base, "slowdown": runs[key]["train_s"] / (base_s or runs[base]["train_s"]),
                             "proportional": expected_slowdown(n, share.threads, runs[base]["threads"]["count"])}
     write_json(args.out, {"env": env, "runs": runs, "summary": summary})
     print(json.dumps(summary, indent=1))
