@@ -21,12 +21,13 @@ sys.path.insert(0, HERE)
 from bench_memory import render as render_memory  # noqa: E402
 
 RENDER_ONLY = False  # --render-only: re-render latest.md from the saved JSON results, running nothing
+ONLY: set[str] | None = None  # --only: the scripts rerun this time (None: all of them)
 
 
 def run(script: str, *args: str, thp: str | None = None, tag: str = "") -> dict:
     out = os.path.join(RESULTS, script.replace(".py", f"{tag}.json").replace("bench_", ""))
     env = dict(os.environ) if thp is None else {**os.environ, "THP_MEM_ALLOC_ENABLE": thp}
-    if not RENDER_ONLY:
+    if not RENDER_ONLY and (ONLY is None or script in ONLY):
         subprocess.run([sys.executable, os.path.join(HERE, script), *args, "--out", out], check=True, env=env)
     with open(out) as fh:
         return json.load(fh)
@@ -42,6 +43,8 @@ def table(steps: list[dict], vsn: dict) -> str:
         "each allocator setting (THP_MEM_ALLOC_ENABLE) is applied to both sides; "
         + ("re-rendered from the saved results of separate runs (`--render-only`); "
            if RENDER_ONLY else f"load average at start {os.getloadavg()[0]:.2f}; ")
+        + (f"this run redid only {', '.join(sorted(ONLY))}; every other section is the saved result of the "
+           "previous run; " if ONLY is not None and not RENDER_ONLY else "")
         + f"{platform.processor() or platform.machine()}.",
         "",
         "## Training step (forward + backward + optimiser step, one 1,024-sample batch)",
@@ -206,9 +209,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="hidden 64 only, a smaller epoch")
     ap.add_argument("--render-only", action="store_true", help="re-render latest.md from the saved JSON results")
+    ap.add_argument("--only", default=None, help="comma list of scripts to rerun (e.g. bench_train_step.py); the "
+                                                 "others' saved results are rendered with them")
     args = ap.parse_args()
-    global RENDER_ONLY
+    global RENDER_ONLY, ONLY
     RENDER_ONLY = args.render_only
+    ONLY = None if args.only is None else set(args.only.split(","))
     os.makedirs(RESULTS, exist_ok=True)
     quick = ["--quick"] if args.quick else []
     steps = [run("bench_train_step.py", *quick, thp=v, tag=f"_thp{v}") for v in ("0", "1")]

@@ -291,13 +291,14 @@ _prefetched: tuple[tuple, Future] | None = None  # (what was asked for, the read
 
 
 def _prefetch_key(path, data_cfg) -> tuple | None:
-    """The file (resolved path, size, modification time) and the data config; None if there is no file."""
+    """The file (resolved path, size, modification time) and the data config; None without a readable file
+    or a resolvable config."""
     try:
         stat = Path(path).resolve().stat()
-    except OSError:
+        cfg = OmegaConf.to_container(data_cfg, resolve=True) if OmegaConf.is_config(data_cfg) else data_cfg
+        return str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, json.dumps(cfg, sort_keys=True, default=str)
+    except Exception:  # noqa: BLE001 - no file, or a config that does not resolve: no prefetch; load_panel reports it
         return None
-    cfg = OmegaConf.to_container(data_cfg, resolve=True) if OmegaConf.is_config(data_cfg) else data_cfg
-    return str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, json.dumps(cfg, sort_keys=True, default=str)
 
 
 def prefetch_panel(path, data_cfg) -> None:
