@@ -4,8 +4,8 @@ one training step on a whole 4,000-stock day.
     python benchmarks/bench_checkpoint.py [--samples 4000] [--features 73] [--configs off,auto,500,1000] \
         [--out benchmarks/results/checkpoint.json]
 
-Configurations: ``off`` (``checkpoint_samples=0``), ``auto`` (the default: chunks of 500 on the CPU at this
-size) and a number of samples per chunk. Each runs in a fresh subprocess (its peak RSS is its own): a
+Configurations: ``off`` (``checkpoint_samples=0``), ``auto`` (the default) and a number of samples per
+chunk, each optionally with ``+ops`` (the variable selection in tensor ops, ``model.vsn_fused=false``). Each runs in a fresh subprocess (its peak RSS is its own): a
 model at the defaults (hidden 64, T 20) on one day of ``--samples`` stocks with a random 10-neighbour
 graph; forward + backward + Adam step, median time over steps after one warm-up, and the peak RSS above
 the process after the warm-up's allocation-free start (the model and the batch). Time and memory are
@@ -25,7 +25,11 @@ from pathlib import Path
 
 
 def overrides(config: str) -> list[str]:
-    return [f"model.checkpoint_samples={0 if config == 'off' else config}"]
+    """``off`` / ``auto`` / a chunk size, optionally ``+ops``: the variable selection in tensor ops
+    (``model.vsn_fused=false``) instead of its fused kernels."""
+    samples, _, path = config.partition("+")
+    return [f"model.checkpoint_samples={0 if samples == 'off' else samples}",
+            *(["model.vsn_fused=false"] if path == "ops" else [])]
 
 
 def child(samples: int, features: int, config: str, steps: int) -> dict:

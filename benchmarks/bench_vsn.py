@@ -2,7 +2,8 @@
 
 The peer runs F per-variable GRNs of width C in a Python loop and stacks them into ``[B, T, C, F]``
 (DESIGN.md: 90-97% of a TFT step). Ours embeds each variable in d_e=8 channels with one batched op and
-projects the weighted ``[B, T, F*d_e]`` to C once. Both produce ``[B, T, C]`` and feature weights.
+projects the weighted ``[B, T, F*d_e]`` to C once. Both produce ``[B, T, C]`` and feature weights. Ours is
+timed with its fused CPU kernels (the default) and in tensor ops (``fused=False``).
 Same process, alternating, same threads and allocator setting; median forward+backward seconds.
 At hidden 256 both sides use a 256-sample batch: the peer's ``[B, T, C, F]`` stack at B=1,024 needs
 more than this machine's 24 GB across forward and backward.
@@ -23,10 +24,10 @@ T, F = 20, 80
 BATCH = {64: 1024, 256: 256}
 
 
-def ours(hidden: int, B: int):
+def ours(hidden: int, B: int, fused: bool = True):
     from atft.nn.variable_selection import VariableSelectionNetwork
 
-    vsn = VariableSelectionNetwork(F, 8, hidden)
+    vsn = VariableSelectionNetwork(F, 8, hidden, fused=fused)
     proj = torch.nn.Linear(F * 8, hidden)
     x = torch.randn(B, T, F)
 
@@ -63,9 +64,10 @@ def main() -> None:
     rows = []
     for hidden in args.hidden:
         B = BATCH.get(hidden, 256)
-        p, o = peer(hidden, B), ours(hidden, B)
-        tp, to = median_step(p, 1, args.steps), median_step(o, 1, args.steps)
-        row = {"hidden": hidden, "batch": B, "peer_s": tp, "ours_s": to, "speedup": tp / to,
+        p, o, ops = peer(hidden, B), ours(hidden, B), ours(hidden, B, fused=False)
+        tp, to, tops = (median_step(f, 1, args.steps) for f in (p, o, ops))
+        row = {"hidden": hidden, "batch": B, "peer_s": tp, "ours_s": to, "speedup": tp / to, "ours_ops_s": tops,
+               "speedup_ops": tp / tops,
                "peer_bytes_BTFC": B * T * F * hidden * 4, "ours_bytes_BTFd": B * T * F * 8 * 4}
         rows.append(row)
         print(json.dumps(row))

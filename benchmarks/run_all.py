@@ -59,11 +59,13 @@ def table(steps: list[dict], vsn: dict) -> str:
                      f"{r['peak_rss_mb']:.0f} | {r['memory_vs_peer']:.2f} | {r['loader_s']:.3f} |")
     lines += flops_section(steps)
     lines += ["", "## Variable selection alone (forward + backward)", "",
-              "| hidden | batch | peer s | ours s | speed-up | peer [B,T,F,C] bytes | ours [B,T,F,d_e] bytes |",
-              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "| hidden | batch | peer s | ours s | speed-up | ours, tensor ops s | speed-up | peer [B,T,F,C] bytes | "
+              "ours [B,T,F,d_e] bytes |",
+              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in vsn["rows"]:
+        ops = (f"{r['ours_ops_s']:.3f} | {r['speedup_ops']:.1f}x" if "ours_ops_s" in r else "| ")
         lines.append(f"| {r['hidden']} | {r['batch']} | {r['peer_s']:.3f} | {r['ours_s']:.3f} | {r['speedup']:.1f}x | "
-                     f"{r['peer_bytes_BTFC']:,} | {r['ours_bytes_BTFd']:,} |")
+                     f"{ops} | {r['peer_bytes_BTFC']:,} | {r['ours_bytes_BTFd']:,} |")
     lines += ["", "The peer at hidden 256 runs 4 x 256 gradient accumulation (one 1,024 batch does not fit in "
               "memory); its loader time is its TimeSeriesDataSet loader for the same 1,024 samples, ours is the "
               "gather by index from the dense panel plus the day graph's first build."]

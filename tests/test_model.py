@@ -299,3 +299,22 @@ def test_feature_dropout_hides_whole_variables_of_the_deep_branch_while_training
     assert model._drop_features(x) is x
     with pytest.raises(InputError, match="feature_dropout"):
         build_model(_model_cfg(feature_dropout=1.0), F, [1])
+
+
+def test_model_vsn_fused_switch_changes_the_path_not_the_function():
+    """``model.vsn_fused`` reaches the variable selection; both settings give the same predictions and
+    gradients (the fused kernels are the same function, ``tests/nn/test_fused_embed.py``)."""
+    x, edge_index, edge_attr = _batch()
+    results = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        model = build_model(_model_cfg(vsn_fused=fused), F, HORIZONS).eval()
+        assert model.variable_selection.fused is fused
+        out = model(x, edge_index, edge_attr)
+        out["predictions"].square().sum().backward()
+        results.append((out["predictions"].detach(), {n: p.grad for n, p in model.named_parameters()}))
+    (pred_fused, grads_fused), (pred_ops, grads_ops) = results
+    torch.testing.assert_close(pred_fused, pred_ops, rtol=1e-5, atol=1e-6)
+    for name, grad in grads_ops.items():
+        if grad is not None:
+            torch.testing.assert_close(grads_fused[name], grad, rtol=1e-4, atol=1e-5, msg=name)

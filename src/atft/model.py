@@ -161,6 +161,8 @@ class ATFT_GAT_FAN(nn.Module):
             many samples while training (``_encode_in_chunks``); 0 off; ``"auto"`` (the config's default):
             chunks of ``AUTO_CHECKPOINT_SAMPLES`` on the CPU for a batch whose per-variable embeddings
             ``[F, B*T, d_e]`` reach ``AUTO_CHECKPOINT_BYTES`` (a 4,000-stock day at T=20, F=73), else off.
+        vsn_fused: the variable selection's embeddings in compiled CPU kernels where they apply
+            (``VariableSelectionNetwork``'s ``fused``; default True).
 
     Shapes: see ``forward``.
     """
@@ -183,6 +185,7 @@ class ATFT_GAT_FAN(nn.Module):
         deep_init_scale: float = 1.0,
         checkpoint_samples: int | str = 0,
         feature_dropout: float = 0.0,
+        vsn_fused: bool = True,
     ):
         super().__init__()
         if not 0.0 <= feature_dropout < 1.0:
@@ -191,7 +194,7 @@ class ATFT_GAT_FAN(nn.Module):
         self.n_features, self.hidden = n_features, hidden
         self.horizons = [int(h) for h in horizons]
         self.quantiles = [float(q) for q in quantiles] if quantiles else None
-        self.variable_selection = VariableSelectionNetwork(n_features, vsn_embed_dim, hidden, dropout)
+        self.variable_selection = VariableSelectionNetwork(n_features, vsn_embed_dim, hidden, dropout, vsn_fused)
         self.backbone_projection = nn.Linear(n_features * vsn_embed_dim, hidden)
         self.adaptive_norm = adaptive_norm
         self.temporal_encoder = temporal_encoder
@@ -357,7 +360,8 @@ def build_model(model_cfg: Mapping, n_features: int, horizons: Sequence[int]) ->
     return ATFT_GAT_FAN(n_features, horizons, hidden, int(cfg_get(model_cfg, "vsn_embed_dim", 8)), norm,
                         encoder, gat, quantiles, dropout, linear, peers, interaction, deep,
                         float(cfg_get(lin_cfg, "deep_init_scale", 1.0)) if linear is not None else 1.0,
-                        cfg_get(model_cfg, "checkpoint_samples", 0), float(cfg_get(model_cfg, "feature_dropout", 0.0)))
+                        cfg_get(model_cfg, "checkpoint_samples", 0), float(cfg_get(model_cfg, "feature_dropout", 0.0)),
+                        bool(cfg_get(model_cfg, "vsn_fused", True)))
 
 
 def _checkpoint_samples(value) -> int:
