@@ -33,6 +33,7 @@ import math
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -50,17 +51,50 @@ def _overrides(args, run_dir: Path, threads: str) -> list[str]:
             *([f"train.trainer.malloc={args.malloc}"] if args.malloc else [])]
 
 
+def step_split(step_s: list[float], fetch_s: list[float], check_every: int) -> dict:
+    """Where the epoch's training time goes: its steps (batch start to batch end, the degeneracy guard's
+    check included) at the median step without a check, the guard's check steps' extra time over that
+    median, the first step's, the loader's fetches (batch end to the next batch start)."""
+    checks = [t for i, t in enumerate(step_s) if i % check_every == 0 and i > 0]
+    plain = statistics.median([t for i, t in enumerate(step_s) if i % check_every != 0] or step_s)
+    return {"steps": len(step_s), "median_step_s": plain, "guard_extra_s": sum(t - plain for t in checks),
+            "guard_checks": len(checks) + 1, "first_step_extra_s": step_s[0] - plain, "fetch_s": sum(fetch_s),
+            "steps_at_median_s": plain * len(step_s)}
+
+
 def child_epoch(args) -> dict:
+    import lightning.pytorch as pl
+
     from atft.config import load_config
     from atft.training.train import train
 
+    class StepTimes(pl.Callback):
+        """Each training step's time (after every other callback of the step, the guard's check included)
+        and the time between steps (the loader's fetch)."""
+
+        def __init__(self):
+            self.step_s, self.fetch_s, self.start, self.end = [], [], None, None
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.end = time.perf_counter()
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.start = time.perf_counter()
+            self.fetch_s.append(self.start - self.end)
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.end = time.perf_counter()
+            self.step_s.append(self.end - self.start)
+
     cfg = load_config(_overrides(args, Path(args.run_dir), args.threads))
+    times = StepTimes()
     t0 = time.perf_counter()
-    result = train(cfg)
+    result = train(cfg, extra_callbacks=[times])
     epoch = result["info"]["timing"]["epochs"][0]
     return {"wall_s": time.perf_counter() - t0, "threads": dict(cfg.train.trainer.threads_used), **epoch,
             "val_scoring_s": result["info"]["timing"]["val_scoring_s"],
-            "test_scoring_s": result["info"]["timing"]["test_scoring_s"]}
+            "test_scoring_s": result["info"]["timing"]["test_scoring_s"],
+            "split": step_split(times.step_s, times.fetch_s, int(cfg.train.degeneracy.check_every))}
 
 
 def child_micro(args) -> dict:

@@ -98,6 +98,24 @@ def flops_section(steps: list[dict]) -> list[str]:
     return lines
 
 
+def split_lines(pairs) -> list[str]:
+    """Each epoch's training time taken apart (``bench_epoch.step_split``), beside its step benchmark."""
+    lines = []
+    for label, ep_run, step_run in pairs:
+        sp = ep_run.get("split")
+        if not sp:
+            continue
+        micro_step = step_run["seconds"] / step_run["steps"]
+        rest = ep_run["train_s"] - sp["steps_at_median_s"] - sp["guard_extra_s"] - sp["first_step_extra_s"] - sp["fetch_s"]
+        lines.append(f"- {label} epoch, {ep_run['train_s']:.1f} s: {sp['steps']} steps at a median {sp['median_step_s']:.3f} s "
+                     f"(the step benchmark: {micro_step:.3f} s per step) = {sp['steps_at_median_s']:.1f} s; the "
+                     f"degeneracy guard's checks after the first ({sp['guard_checks'] - 1}) +{sp['guard_extra_s']:.1f} s; "
+                     f"the first step (with a check) +{sp['first_step_extra_s']:.1f} s; the loader's fetches {sp['fetch_s']:.1f} s; the rest "
+                     f"(the steps' spread about the median, the epoch's start and end) {rest:+.1f} s.")
+    return (["", "Where each epoch's training time goes (`bench_epoch.step_split`: a callback timing every step):", ""]
+            + lines) if lines else []
+
+
 def epoch_section(ep: dict) -> list[str]:
     """Goal 4 (a full epoch against the step microbenchmark) and goal 7 (the epoch beside a busy process)."""
     env, runs, summ = ep["env"], ep["runs"], ep["summary"]
@@ -120,6 +138,7 @@ def epoch_section(ep: dict) -> list[str]:
                      f"{ep_run['val_scoring_s']:.1f} | {ep_run['test_scoring_s']:.1f} |")
     if len(pairs) > 1:
         lines.append(f"| mean | | | **{100 * summ['epoch_vs_micro']:.0f}%** | | | | |")
+    lines += split_lines(pairs)
     if "busy" not in runs:
         return lines
     lines += ["", "## CPU share: the epoch beside one busy process", "",
