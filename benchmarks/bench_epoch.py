@@ -9,11 +9,14 @@ Two questions, one dataset (``atft dataset build --source synthetic``), the same
    epoch's first batches, already gathered in memory, under the same ``train.trainer.malloc`` mode
    (``--malloc`` sets it for both). Goal: >= 90%.
 2. **CPU share**: the epoch alone, then beside one busy process (a Python busy loop), with the threads
-   chosen from the CPU share (``train.trainer.num_threads: null``) and with 1 thread; and both again with
-   OpenMP's own wait policy (spin first, ``OMP_WAIT_POLICY=`` empty), the behaviour before atft set PASSIVE. On C cores, a process
-   running n threads beside one busy process is due min(n, C x n/(n+1)) CPUs if the scheduler is fair, so
-   the proportional expectation for its epoch time is ``alone x min(n_alone, C) / that``, relative to the epoch
-   alone at the detected count (2 cores: 1.5x with 2 threads, 2x with 1).
+   chosen from the CPU share (``train.trainer.num_threads: null``) and adapted by the thread governor (the
+   default, ``atft.training.thread_governor``), with them fixed (``train.trainer.adaptive_threads=false``)
+   and with 1 thread; and alone and beside it again with fixed threads and OpenMP's own wait policy (spin
+   first, ``OMP_WAIT_POLICY=`` empty), the behaviour before atft set PASSIVE. On C cores, a process running n
+   threads beside one busy process is due min(n, C x n/(n+1)) CPUs if the scheduler is fair, so the
+   proportional expectation for its epoch time is ``alone x min(n_alone, C) / that``, relative to the epoch
+   alone at the detected count (2 cores: 1.5x with 2 threads, 2x with 1); for a governed epoch also averaged
+   over its steps at the count each ran with (``as_run``).
 
 Each run is its own subprocess (its own threads and peak RSS). The machine load at start is recorded: on a
 shared machine other users' work is a competitor too, and the figures are only as clean as that load. The
@@ -48,6 +51,7 @@ def _overrides(args, run_dir: Path, threads: str) -> list[str]:
             f"train.log_dir={run_dir.parent / 'logs'}", "train.trainer.max_epochs=1",
             f"model.hidden_size={args.hidden}", f"train.batch.train_batch_size={args.batch}",
             "train.checkpoint.include_init=false", f"train.trainer.num_threads={threads}",
+            f"train.trainer.adaptive_threads={str(args.adaptive).lower()}",
             *([f"train.trainer.malloc={args.malloc}"] if args.malloc else [])]
 
 
@@ -64,6 +68,7 @@ def step_split(step_s: list[float], fetch_s: list[float], check_every: int) -> d
 
 def child_epoch(args) -> dict:
     import lightning.pytorch as pl
+    import torch
 
     from atft.config import load_config
     from atft.training.train import train
@@ -73,7 +78,7 @@ def child_epoch(args) -> dict:
         and the time between steps (the loader's fetch)."""
 
         def __init__(self):
-            self.step_s, self.fetch_s, self.start, self.end = [], [], None, None
+            self.step_s, self.fetch_s, self.threads, self.start, self.end = [], [], [], None, None
 
         def on_train_epoch_start(self, trainer, pl_module):
             self.end = time.perf_counter()
@@ -81,6 +86,7 @@ def child_epoch(args) -> dict:
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             self.start = time.perf_counter()
             self.fetch_s.append(self.start - self.end)
+            self.threads.append(torch.get_num_threads())  # the thread governor's choice for this step
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             self.end = time.perf_counter()
@@ -94,7 +100,8 @@ def child_epoch(args) -> dict:
     return {"wall_s": time.perf_counter() - t0, "threads": dict(cfg.train.trainer.threads_used), **epoch,
             "val_scoring_s": result["info"]["timing"]["val_scoring_s"],
             "test_scoring_s": result["info"]["timing"]["test_scoring_s"],
-            "split": step_split(times.step_s, times.fetch_s, int(cfg.train.degeneracy.check_every))}
+            "split": step_split(times.step_s, times.fetch_s, int(cfg.train.degeneracy.check_every)),
+            "steps_by_threads": {str(n): times.threads.count(n) for n in sorted(set(times.threads))}}
 
 
 def child_micro(args) -> dict:
@@ -147,7 +154,8 @@ def child_micro(args) -> dict:
             **{f"{k}_per_step": v / len(batches) for k, v in usage_since(before).items()}}
 
 
-def _child(args, which: str, run_dir: Path, threads: str, competitor: bool, spin: bool = False) -> dict:
+def _child(args, which: str, run_dir: Path, threads: str, competitor: bool, spin: bool = False,
+           adaptive: bool = True) -> dict:
     shutil.rmtree(run_dir, ignore_errors=True)  # a previous benchmark's finished run would be refused
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.pop("OMP_NUM_THREADS", None)  # the run chooses its threads (train.trainer.num_threads)
@@ -156,7 +164,8 @@ def _child(args, which: str, run_dir: Path, threads: str, competitor: bool, spin
         env["OMP_WAIT_POLICY"] = ""  # ... or OpenMP's own (spin, then sleep): the behaviour before atft set it
     cmd = [sys.executable, __file__, "--child", which, "--run-dir", str(run_dir), "--threads", threads,
            "--data", str(args.data), "--hidden", str(args.hidden), "--batch", str(args.batch),
-           "--micro-batches", str(args.micro_batches), *(["--malloc", args.malloc] if args.malloc else [])]
+           "--micro-batches", str(args.micro_batches), *(["--malloc", args.malloc] if args.malloc else []),
+           *([] if adaptive else ["--fixed-threads"])]
     # a busy loop that ends with its parent (an interrupted benchmark leaves no spinning process behind)
     spin = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    pass"
     busy = subprocess.Popen([sys.executable, "-c", spin]) if competitor else None
@@ -187,6 +196,14 @@ def expected_slowdown(threads: int, cores: int, alone_threads: int) -> float:
     return min(alone_threads, cores) / cpus
 
 
+def as_run(steps_by_threads: dict[str, int], cores: int, alone_threads: int) -> float:
+    """The proportional slowdown of an epoch whose steps ran at varying thread counts (the thread governor's):
+    each step's fair-share slowdown at the count it ran with, averaged over the steps (the steps alone take
+    the same time)."""
+    steps = sum(steps_by_threads.values())
+    return sum(c * expected_slowdown(int(n), cores, alone_threads) for n, c in steps_by_threads.items()) / steps
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--child", default=None)
@@ -199,6 +216,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--micro-batches", type=int, default=12)
     ap.add_argument("--malloc", default=None, help="train.trainer.malloc for both sides (default: the config's)")
+    ap.add_argument("--fixed-threads", dest="adaptive", action="store_false",
+                    help="train.trainer.adaptive_threads=false (child runs)")
     ap.add_argument("--work", default="/tmp/atft_bench_epoch")
     ap.add_argument("--no-competitor", action="store_true", help="only the no-stall comparison")
     ap.add_argument("--out", default=str(HERE / "results" / "epoch.json"))
@@ -225,12 +244,13 @@ def main() -> None:
     print(json.dumps(runs), flush=True)
     if not args.no_competitor:
         runs["busy"] = _child(args, "epoch", work / "busy", "null", True)
+        runs["busy_fixed"] = _child(args, "epoch", work / "busy_fixed", "null", True, adaptive=False)
         runs["busy_1_thread"] = _child(args, "epoch", work / "busy_1", "1", True)
     runs["alone_again"] = _child(args, "epoch", work / "alone", "null", False)
     runs["micro_again"] = _child(args, "micro", work / "micro", "null", False)
     if not args.no_competitor:
-        runs["alone_spin"] = _child(args, "epoch", work / "alone_spin", "null", False, spin=True)
-        runs["busy_spin"] = _child(args, "epoch", work / "busy_spin", "null", True, spin=True)
+        runs["alone_spin"] = _child(args, "epoch", work / "alone_spin", "null", False, spin=True, adaptive=False)
+        runs["busy_spin"] = _child(args, "epoch", work / "busy_spin", "null", True, spin=True, adaptive=False)
     env["load_at_end"] = os.getloadavg()[0]
     pairs = [runs["alone"]["train_samples_per_s"] / runs["micro"]["samples_per_s"],
              runs["alone_again"]["train_samples_per_s"] / runs["micro_again"]["samples_per_s"]]
@@ -239,12 +259,13 @@ def main() -> None:
                # the epoch's count includes its validation pass; the kernel mapping fresh memory shows here
                "minor_faults_per_step": {"epoch": runs["alone"].get("minor_faults", math.nan) / runs["alone"]["steps"],
                                          "micro": runs["micro"]["minor_faults_per_step"]}}
-    for key, base, base_s in (("busy", "alone", alone_s), ("busy_1_thread", "alone", alone_s),
-                              ("busy_spin", "alone_spin", None)):
+    for key, base, base_s in (("busy", "alone", alone_s), ("busy_fixed", "alone", alone_s),
+                              ("busy_1_thread", "alone", alone_s), ("busy_spin", "alone_spin", None)):
         if key in runs:
-            n = runs[key]["threads"]["count"]
+            n, alone_n = runs[key]["threads"]["count"], runs[base]["threads"]["count"]
             summary[key] = {"vs": base, "slowdown": runs[key]["train_s"] / (base_s or runs[base]["train_s"]),
-                            "proportional": expected_slowdown(n, share.threads, runs[base]["threads"]["count"])}
+                            "proportional": expected_slowdown(n, share.threads, alone_n),
+                            "proportional_as_run": as_run(runs[key]["steps_by_threads"], share.threads, alone_n)}
     write_json(args.out, {"env": env, "runs": runs, "summary": summary})
     print(json.dumps(summary, indent=1))
 

@@ -94,7 +94,7 @@ def test_run_logs_progress_and_records_threads_and_scoring_times(make_cfg, tmp_p
     run = tmp_path / "prog"
     used = yaml.safe_load((run / "config.yaml").read_text())["train"]["trainer"]["threads_used"]
     assert used["count"] == 1 and used["source"] == "config train.trainer.num_threads"
-    assert used["omp_wait_policy"] == "PASSIVE"  # atft sets it before torch starts OpenMP
+    assert used["omp_wait_policy"] == "PASSIVE" and used["adaptive"] is False  # one thread: nothing to adapt
     alloc = yaml.safe_load((run / "config.yaml").read_text())["train"]["trainer"]["allocator_used"]
     glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert alloc == ({"mode": "threshold", "applied": True, "mmap_threshold_mb": 32, "trim_threshold_mb": 64}

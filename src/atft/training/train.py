@@ -63,6 +63,7 @@ from atft.training.module import ATFTLightningModule, dense_predictions
 from atft.training.nonfinite import NonFiniteGuard
 from atft.training.progress import ProgressLog
 from atft.training.run_logging import EpochSummary, setup_run_logging, teardown_run_logging
+from atft.training.thread_governor import ThreadGovernor
 
 log = logging.getLogger("atft.training")
 
@@ -516,7 +517,10 @@ def _train(cfg, run_dir: Path, log_file: Path, resume_from: str | None, dry_run_
            score_test: bool = True) -> dict:
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     share = apply_cpu_share(cfg)
-    log.info("intra-op threads: %d (%s)", share.threads, share.source)
+    governor = ThreadGovernor.from_config(cfg, share.threads)
+    cfg.train.trainer.threads_used = {**cfg.train.trainer.threads_used, "adaptive": governor is not None}
+    log.info("intra-op threads: %d (%s)%s", share.threads, share.source,
+             ", adaptive (train.trainer.adaptive_threads)" if governor is not None else "")
     panel = load_panel(cfg.data.path, cfg.data, model_cfg=cfg.model)
     if resume_from:
         check_resume(resume_from, panel.feature_names, panel.horizons)
@@ -536,6 +540,8 @@ def _train(cfg, run_dir: Path, log_file: Path, resume_from: str | None, dry_run_
     n_batches = len(dm.train_dataloader())
     callbacks, checkpoint, guard = build_callbacks(cfg, run_dir, extra_callbacks, steps_per_epoch=n_batches)
     callbacks.append(NonFiniteGuard.from_config(cfg, panel.dates))
+    if governor is not None:
+        callbacks.append(governor)
     trainer = build_trainer(cfg, run_dir, callbacks, n_batches)
     if heap_for_training(cfg.train.trainer.get("malloc")):
         log.info("malloc: heap mode for training (the data is loaded; train.trainer.malloc=staged)")
