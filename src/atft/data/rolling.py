@@ -129,7 +129,7 @@ def _total(x, lo, hi, squares):
 def _sums(x, a, n, k, stat, out):
     """``out[i]`` = sum / mean / mean of squares of the window of ``k`` rows ending at each row ``i`` of
     the stock at rows ``a .. a+n-1`` (NaN while incomplete), by a running sum."""
-    squares = stat == SQMEAN
+    squares, is_sum = stat == SQMEAN, stat == SUM
     inv_k = 1.0 / k      # products, not divisions, in the loop
     # non-finite values in the window; its rows after the first that differ from the row before. The same
     # bookkeeping is written out again in _stds: through a shared jitted helper both kernels ran ~40% slower
@@ -139,16 +139,13 @@ def _sums(x, a, n, k, stat, out):
     for p in range(n):
         i = a + p
         new = x[i]
-        if not np.isfinite(new):
-            bad += 1
-        if p >= 1 and new != x[i - 1]:
-            changes += 1
+        bad += np.int64(not np.isfinite(new))        # counts without branches: a zero-heavy column (gains,
+        if p >= 1:                                   # losses) made them mispredict, ~1.8x the time
+            changes += np.int64(new != x[i - 1])
         if p >= k:                                   # row i-k leaves the window
             old = x[i - k]
-            if not np.isfinite(old):
-                bad -= 1
-            if x[i - k + 1] != old:
-                changes -= 1
+            bad -= np.int64(not np.isfinite(old))
+            changes -= np.int64(x[i - k + 1] != old)
         if p < k - 1 or bad > 0:
             out[i] = np.nan
             fresh = True
@@ -166,10 +163,10 @@ def _sums(x, a, n, k, stat, out):
             total = _total(x, i - k + 1, i + 1, squares)
             rounding = 0.0
             fresh = False
-        if changes == 0:                             # every value of the window equals x[i]
-            out[i] = k * new if stat == SUM else (new * new if squares else new)
-        else:
-            out[i] = total if stat == SUM else (max(total * inv_k, 0.0) if squares else total * inv_k)
+        # changes == 0: every value of the window equals x[i] (a select, not a branch)
+        const = k * new if is_sum else (new * new if squares else new)
+        value = total if is_sum else (max(total * inv_k, 0.0) if squares else total * inv_k)
+        out[i] = const if changes == 0 else value
 
 
 @numba.njit(nogil=True, cache=True)
@@ -185,16 +182,13 @@ def _stds(x, a, n, k, out):
     for p in range(n):
         i = a + p
         new = x[i]
-        if not np.isfinite(new):
-            bad += 1
-        if p >= 1 and new != x[i - 1]:
-            changes += 1
+        bad += np.int64(not np.isfinite(new))        # branch-free, as in _sums
+        if p >= 1:
+            changes += np.int64(new != x[i - 1])
         if p >= k:
             old = x[i - k]
-            if not np.isfinite(old):
-                bad -= 1
-            if x[i - k + 1] != old:
-                changes -= 1
+            bad -= np.int64(not np.isfinite(old))
+            changes -= np.int64(x[i - k + 1] != old)
         if p < k - 1 or bad > 0 or k == 1:
             out[i] = np.nan
             fresh = True
@@ -240,10 +234,9 @@ def _extremes(x, a, n, k, stat, out, scratch):
     into = 0                                         # rows of the current block before row p
     for p in range(n):
         i = a + p
-        if not np.isfinite(x[i]):
-            bad += 1
-        if p >= k and not np.isfinite(x[i - k]):
-            bad -= 1
+        bad += np.int64(not np.isfinite(x[i]))
+        if p >= k:
+            bad -= np.int64(not np.isfinite(x[i - k]))
         v = sign * x[i] if np.isfinite(x[i]) else -np.inf
         best = v if (into == 0 or v > best) else best  # prefix maximum within the block
         into = into + 1 if into + 1 < k else 0
