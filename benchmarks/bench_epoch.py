@@ -220,6 +220,8 @@ def main() -> None:
                     help="train.trainer.adaptive_threads=false (child runs)")
     ap.add_argument("--work", default="/tmp/atft_bench_epoch")
     ap.add_argument("--no-competitor", action="store_true", help="only the no-stall comparison")
+    ap.add_argument("--one-pair", action="store_true",
+                    help="one (step, epoch) pair, no second bracket (a long epoch, e.g. the 5M-row panel)")
     ap.add_argument("--out", default=str(HERE / "results" / "epoch.json"))
     args = ap.parse_args()
     if args.child:
@@ -246,16 +248,17 @@ def main() -> None:
         runs["busy"] = _child(args, "epoch", work / "busy", "null", True)
         runs["busy_fixed"] = _child(args, "epoch", work / "busy_fixed", "null", True, adaptive=False)
         runs["busy_1_thread"] = _child(args, "epoch", work / "busy_1", "1", True)
-    runs["alone_again"] = _child(args, "epoch", work / "alone", "null", False)
-    runs["micro_again"] = _child(args, "micro", work / "micro", "null", False)
+    if not args.one_pair:
+        runs["alone_again"] = _child(args, "epoch", work / "alone", "null", False)
+        runs["micro_again"] = _child(args, "micro", work / "micro", "null", False)
     if not args.no_competitor:
         runs["alone_spin"] = _child(args, "epoch", work / "alone_spin", "null", False, spin=True, adaptive=False)
         runs["busy_spin"] = _child(args, "epoch", work / "busy_spin", "null", True, spin=True, adaptive=False)
     env["load_at_end"] = os.getloadavg()[0]
-    pairs = [runs["alone"]["train_samples_per_s"] / runs["micro"]["samples_per_s"],
-             runs["alone_again"]["train_samples_per_s"] / runs["micro_again"]["samples_per_s"]]
-    alone_s = (runs["alone"]["train_s"] + runs["alone_again"]["train_s"]) / 2
-    summary = {"epoch_vs_micro": sum(pairs) / 2, "epoch_vs_micro_pairs": pairs,
+    pairs = [runs[epoch]["train_samples_per_s"] / runs[micro]["samples_per_s"]
+             for epoch, micro in (("alone", "micro"), ("alone_again", "micro_again")) if epoch in runs]
+    alone_s = statistics.mean(runs[k]["train_s"] for k in ("alone", "alone_again") if k in runs)
+    summary = {"epoch_vs_micro": sum(pairs) / len(pairs), "epoch_vs_micro_pairs": pairs,
                # the epoch's count includes its validation pass; the kernel mapping fresh memory shows here
                "minor_faults_per_step": {"epoch": runs["alone"].get("minor_faults", math.nan) / runs["alone"]["steps"],
                                          "micro": runs["micro"]["minor_faults_per_step"]}}

@@ -13,9 +13,10 @@ Linux) and the steps' median seconds per sample:
   process holds the cores), it runs the next window with one thread fewer and keeps that count only if its
   median step per sample is at least ``margin`` faster; otherwise it goes back and waits ``backoff`` steps
   (doubling on every failed probe, at most ``backoff_max``) before probing down again;
-- **up**: below the ceiling, every ``backoff`` steps (doubling on every failed probe, at most
-  ``backoff_max``) it runs a window with one thread more and keeps it if that is ``margin`` faster (the
-  other process may have ended; a thread that waits for nothing cannot show it in its own wait).
+- **up**: below the ceiling, ``backoff`` steps after the change and then after gaps of ``backoff``,
+  2 x ``backoff``, ... (at most ``backoff_max``) while the probes fail, it runs a window with one thread
+  more and keeps it if that is ``margin`` faster (the other process may have ended; a thread that waits for
+  nothing cannot show it in its own wait).
 
 Alone, the threads wait for nothing and the governor never probes: the training is the same as without it.
 The ceiling is the count ``cpu_share`` chose (config, ``OMP_NUM_THREADS`` or the detected share). The
