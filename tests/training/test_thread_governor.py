@@ -1,5 +1,5 @@
 """The thread governor: fewer threads when another process holds the cores and that is faster, back up when
-it is gone, never a probe when alone; driven by made-up step times, then inside a real training run."""
+it is gone, no probe while the threads do not wait; driven by made-up step times, then inside a real training run."""
 
 import logging
 import os
@@ -45,7 +45,7 @@ def run(policy: ThreadPolicy, cost, steps: int) -> list[int]:
 TWO_CORES = {"alone": {1: 1.7, 2: 1.0}, "busy": {1: 1.5, 2: 2.5}}  # measured shape: docs/performance.md
 
 
-def test_alone_it_never_probes():
+def test_threads_that_never_wait_are_never_probed():
     policy = ThreadPolicy(2)
     history = run(policy, machine(**TWO_CORES, busy_steps=lambda s: False, outlier_every=10), 3000)
     assert set(history) == {2} and policy.decisions == []

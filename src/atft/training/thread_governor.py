@@ -18,7 +18,8 @@ Linux) and the steps' median seconds per sample:
   more and keeps it if that is ``margin`` faster (the other process may have ended; a thread that waits for
   nothing cannot show it in its own wait).
 
-Alone, the threads wait for nothing and the governor never probes: the training is the same as without it.
+Alone, the threads rarely wait and the governor rarely probes (none in the benchmark's 400 x 500 epochs; on
+the 5M-row panel 5 probes in 819 steps, each given back after its 3 steps, the gaps doubling).
 The ceiling is the count ``cpu_share`` chose (config, ``OMP_NUM_THREADS`` or the detected share). The
 decision logic (``ThreadPolicy``) is separate from the clock and the ``/proc`` reader, so tests drive it with
 made-up step times. Decisions are logged as ``[CPU-SHARE]`` lines. Off (``train.trainer.adaptive_threads:
