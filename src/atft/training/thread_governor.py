@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass, field
 
 import lightning.pytorch as pl
+import torch
 
 log = logging.getLogger("atft.training")
 TASKS = "/proc/self/task"
@@ -193,8 +194,6 @@ class ThreadGovernor(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if not self.active:
             return
-        import torch
-
         seconds = self.clock() - self._start
         waited = (self.wait() or 0.0) - self._wait_start
         before, n = self.policy.threads, len(self.policy.decisions)
@@ -206,7 +205,5 @@ class ThreadGovernor(pl.Callback):
 
     def on_fit_end(self, trainer, pl_module) -> None:
         if self.active:
-            import torch
-
             torch.set_num_threads(self.policy.ceiling)
             self.policy.threads = self.policy.ceiling
