@@ -36,6 +36,9 @@ import threading
 import time
 from pathlib import Path
 
+import atft  # noqa: F401 - before torch, as `atft train` runs: OpenMP reads its wait policy when torch loads
+
+# isort: split
 import numpy as np
 import torch
 from flops import matmul_peak_flops, step_flops

@@ -17,6 +17,9 @@ import argparse
 import json
 import os
 
+import atft  # noqa: F401 - before torch, as `atft train` runs: OpenMP reads its wait policy when torch loads
+
+# isort: split
 import torch
 from bench_train_step import _steps as median_step  # same warm-up + median timing loop
 

@@ -100,3 +100,29 @@ def test_atft_sets_a_passive_openmp_wait_policy_unless_one_is_given():
     out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, capture_output=True,
                          text=True, check=True)
     assert out.stdout.strip() == "ACTIVE"
+
+
+def test_the_recorded_wait_policy_is_the_one_openmp_read_when_torch_loaded():
+    """OpenMP reads ``OMP_WAIT_POLICY`` once, when torch loads: a program importing torch before atft keeps
+    OpenMP's spinning default whatever atft sets afterwards, and its record and log must say so."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import logging, sys; logging.basicConfig(stream=sys.stdout, format='%(levelname)s %(message)s')\n"
+            "{first}\nfrom omegaconf import OmegaConf\nfrom atft.training.cpu_share import apply_cpu_share\n"
+            "cfg = OmegaConf.create({{'train': {{'trainer': {{'num_threads': 2, 'threads_used': None}}}}}})\n"
+            "apply_cpu_share(cfg)\nprint('POLICY', cfg.train.trainer.threads_used.omp_wait_policy)")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+
+    def run(first: str, environ: dict) -> str:
+        return subprocess.run([sys.executable, "-c", code.format(first=first)], env=environ, capture_output=True,
+                              text=True, check=True).stdout
+
+    late = run("import torch, atft", env)
+    assert "POLICY OpenMP default (torch was imported before atft)" in late
+    assert "WARNING torch was imported before atft" in late and "OMP_WAIT_POLICY=PASSIVE" in late
+    first = run("import atft, torch", env)
+    assert "POLICY PASSIVE" in first and "WARNING" not in first
+    given = run("import torch, atft", {**env, "OMP_WAIT_POLICY": "PASSIVE"})  # set before torch loaded: in effect
+    assert "POLICY PASSIVE" in given and "WARNING" not in given

@@ -19,6 +19,7 @@ run's ``config.yaml`` reused on another machine detects that machine's share aga
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_CGROUP = Path("/proc/self/cgroup")
+log = logging.getLogger("atft.training")
 
 
 @dataclass(frozen=True)
@@ -158,12 +160,16 @@ def apply_cpu_share(cfg) -> CpuShare:
     ``cfg.train.trainer.allocator_used``."""
     import torch
 
+    from atft import OMP_WAIT_POLICY_SET_LATE, omp_wait_policy
     from atft.training.allocator import tune_malloc
 
     t = cfg.train.trainer
     share = choose_threads(t.get("num_threads"), processes=_local_processes(t))
     torch.set_num_threads(share.threads)
-    t.threads_used = {"count": share.threads, "source": share.source,
-                      "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY") or "OpenMP default"}
+    t.threads_used = {"count": share.threads, "source": share.source, "omp_wait_policy": omp_wait_policy()}
+    if OMP_WAIT_POLICY_SET_LATE and share.threads > 1:
+        log.warning("torch was imported before atft, so OpenMP runs with its default wait policy (threads spin "
+                    "at every op's end), not PASSIVE: beside other processes training slows by more than its "
+                    "share of the cores; import atft first or set OMP_WAIT_POLICY=PASSIVE in the environment")
     t.allocator_used = tune_malloc(t.get("malloc", None))
     return share
