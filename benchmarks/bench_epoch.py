@@ -9,10 +9,11 @@ Two questions, one dataset (``atft dataset build --source synthetic``), the same
    epoch's first batches, already gathered in memory, under the same ``train.trainer.malloc`` mode
    (``--malloc`` sets it for both). Goal: >= 90%.
 2. **CPU share**: the epoch alone, then beside one busy process (a Python busy loop), with the threads
-   chosen from the CPU share (``train.trainer.num_threads: null``) and adapted by the thread governor (the
-   default, ``atft.training.thread_governor``), with them fixed (``train.trainer.adaptive_threads=false``)
-   and with 1 thread; and alone and beside it again with fixed threads and OpenMP's own wait policy (spin
-   first, ``OMP_WAIT_POLICY=`` empty), the behaviour before atft set PASSIVE. On C cores, a process running n
+   chosen from the CPU share (``train.trainer.num_threads: null``) and the config's defaults, then with
+   them adapted by the thread governor (``train.trainer.adaptive_threads=true``,
+   ``atft.training.thread_governor``) and with 1 thread; and alone and beside it again with fixed threads
+   and OpenMP's own wait policy (spin first, ``OMP_WAIT_POLICY=`` empty), the behaviour before atft set
+   PASSIVE. On C cores, a process running n
    threads beside one busy process is due min(n, C x n/(n+1)) CPUs if the scheduler is fair, so the
    proportional expectation for its epoch time is ``alone x min(n_alone, C) / that``, relative to the epoch
    alone at the detected count (2 cores: 1.5x with 2 threads, 2x with 1); for a governed epoch also averaged
@@ -42,6 +43,9 @@ import sys
 import time
 from pathlib import Path
 
+# before torch (the children import it), as `atft train` does: OpenMP reads its wait policy when torch loads
+import atft  # noqa: F401
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
@@ -51,7 +55,7 @@ def _overrides(args, run_dir: Path, threads: str) -> list[str]:
             f"train.log_dir={run_dir.parent / 'logs'}", "train.trainer.max_epochs=1",
             f"model.hidden_size={args.hidden}", f"train.batch.train_batch_size={args.batch}",
             "train.checkpoint.include_init=false", f"train.trainer.num_threads={threads}",
-            f"train.trainer.adaptive_threads={str(args.adaptive).lower()}",
+            *([f"train.trainer.adaptive_threads={str(args.adaptive).lower()}"] if args.adaptive is not None else []),
             *([f"train.trainer.malloc={args.malloc}"] if args.malloc else [])]
 
 
@@ -155,7 +159,10 @@ def child_micro(args) -> dict:
 
 
 def _child(args, which: str, run_dir: Path, threads: str, competitor: bool, spin: bool = False,
-           adaptive: bool = True) -> dict:
+           adaptive: bool | None = None) -> dict:
+    """One child run; ``adaptive``: ``train.trainer.adaptive_threads`` for it (None: ``--adaptive-threads``,
+    else the config's default)."""
+    adaptive = args.adaptive if adaptive is None else adaptive
     shutil.rmtree(run_dir, ignore_errors=True)  # a previous benchmark's finished run would be refused
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.pop("OMP_NUM_THREADS", None)  # the run chooses its threads (train.trainer.num_threads)
@@ -165,7 +172,7 @@ def _child(args, which: str, run_dir: Path, threads: str, competitor: bool, spin
     cmd = [sys.executable, __file__, "--child", which, "--run-dir", str(run_dir), "--threads", threads,
            "--data", str(args.data), "--hidden", str(args.hidden), "--batch", str(args.batch),
            "--micro-batches", str(args.micro_batches), *(["--malloc", args.malloc] if args.malloc else []),
-           *([] if adaptive else ["--fixed-threads"])]
+           *([] if adaptive is None else ["--adaptive-threads", str(adaptive).lower()])]
     # a busy loop that ends with its parent (an interrupted benchmark leaves no spinning process behind)
     spin = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    pass"
     busy = subprocess.Popen([sys.executable, "-c", spin]) if competitor else None
@@ -216,8 +223,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--micro-batches", type=int, default=12)
     ap.add_argument("--malloc", default=None, help="train.trainer.malloc for both sides (default: the config's)")
-    ap.add_argument("--fixed-threads", dest="adaptive", action="store_false",
-                    help="train.trainer.adaptive_threads=false (child runs)")
+    ap.add_argument("--adaptive-threads", dest="adaptive", default=None, type=lambda v: v == "true",
+                    help="true|false: train.trainer.adaptive_threads for the runs (default: the config's)")
     ap.add_argument("--work", default="/tmp/atft_bench_epoch")
     ap.add_argument("--no-competitor", action="store_true", help="only the no-stall comparison")
     ap.add_argument("--one-pair", action="store_true",
@@ -246,7 +253,7 @@ def main() -> None:
     print(json.dumps(runs), flush=True)
     if not args.no_competitor:
         runs["busy"] = _child(args, "epoch", work / "busy", "null", True)
-        runs["busy_fixed"] = _child(args, "epoch", work / "busy_fixed", "null", True, adaptive=False)
+        runs["busy_adaptive"] = _child(args, "epoch", work / "busy_adaptive", "null", True, adaptive=True)
         runs["busy_1_thread"] = _child(args, "epoch", work / "busy_1", "1", True)
     if not args.one_pair:
         runs["alone_again"] = _child(args, "epoch", work / "alone", "null", False)
@@ -262,7 +269,7 @@ def main() -> None:
                # the epoch's count includes its validation pass; the kernel mapping fresh memory shows here
                "minor_faults_per_step": {"epoch": runs["alone"].get("minor_faults", math.nan) / runs["alone"]["steps"],
                                          "micro": runs["micro"]["minor_faults_per_step"]}}
-    for key, base, base_s in (("busy", "alone", alone_s), ("busy_fixed", "alone", alone_s),
+    for key, base, base_s in (("busy", "alone", alone_s), ("busy_adaptive", "alone", alone_s),
                               ("busy_1_thread", "alone", alone_s), ("busy_spin", "alone_spin", None)):
         if key in runs:
             n, alone_n = runs[key]["threads"]["count"], runs[base]["threads"]["count"]

@@ -181,3 +181,39 @@ def test_frozen_module_produces_the_vanishing_gradient_warning(make_cfg, caplog)
     warnings = [m for m in caplog.messages if "[GRAD-MONITOR] backbone_projection: norm" in m]
     assert warnings and warnings[0] == "[GRAD-MONITOR] backbone_projection: norm 0.00e+00 < 1e-07"
     assert not [m for m in caplog.messages if "[GRAD-MONITOR] temporal_encoder: norm " in m]  # healthy: no warning
+
+
+def test_check_subsample_keeps_every_kth_sample_and_the_edges_among_them():
+    from atft.training.degeneracy import check_subsample
+
+    B = 10
+    batch = {"x": torch.arange(B * 2.0).view(B, 2), "y": torch.arange(B * 1.0).view(B, 1),
+             "day": torch.tensor([0] * 5 + [1] * 5), "edge_index": torch.tensor([[0, 3, 3, 1, 9, 6], [3, 0, 6, 2, 9, 9]]),
+             "edge_attr": torch.arange(6.0).view(6, 1)}
+    assert check_subsample(batch, None) is batch and check_subsample(batch, 10) is batch
+    out = check_subsample(batch, 4)  # every 3rd sample: 0, 3, 6, 9
+    assert out["y"].flatten().tolist() == [0, 3, 6, 9] and out["day"].tolist() == [0, 0, 1, 1]
+    assert out["x"].tolist() == batch["x"][[0, 3, 6, 9]].tolist()
+    # 0-3, 3-0, 3-6, 9-9 (self-loop), 6-9 kept and re-indexed; 1-2 (both dropped) gone
+    assert out["edge_index"].tolist() == [[0, 1, 1, 3, 2], [1, 0, 2, 3, 3]]
+    assert out["edge_attr"].flatten().tolist() == [0, 1, 2, 4, 5]
+
+
+def test_guard_checks_a_subsample_and_still_repairs_a_zeroed_head(make_cfg, caplog):
+    cfg = make_cfg(**{"train.loss.variance_penalty_weight": 0.0, "train.degeneracy.check_samples": 16})
+    guard = DegeneracyGuard.from_config(cfg)
+    sizes = []
+
+    def spy(module):
+        original = module.eval_prediction_terms
+
+        def terms(batch):
+            sizes.append((int(batch["y"].shape[0]), int(batch["edge_index"].max()) if batch["edge_index"].numel() else -1))
+            return original(batch)
+        module.eval_prediction_terms = terms
+
+    with caplog.at_level(logging.INFO, logger="atft.training"):
+        _fit(cfg, [ZeroHead(), guard], prepare=spy)
+    assert sizes and all(b <= 16 and top < b for b, top in sizes)  # subsampled, edges inside the subsample
+    assert _grep_count("DEGENERACY-GUARD.*reset applied", caplog.messages) == 1
+    assert _grep_count(r"DEGENERACY-GUARD\] variance restored", caplog.messages) == 1

@@ -158,11 +158,13 @@ def test_governor_changes_torch_threads_in_a_training_run_and_restores_them(make
 
 
 def test_config_turns_the_governor_on_and_off(make_cfg):
-    cfg = make_cfg("x", **{"train.trainer.num_threads": 2})
+    assert ThreadGovernor.from_config(make_cfg("x", **{"train.trainer.num_threads": 2}), 2) is None  # off by default
+    cfg = make_cfg("x", **{"train.trainer.num_threads": 2, "train.trainer.adaptive_threads": True})
     assert isinstance(ThreadGovernor.from_config(cfg, 2), ThreadGovernor)
     assert ThreadGovernor.from_config(cfg, 1) is None
     assert ThreadGovernor.from_config(make_cfg("x", **{"train.trainer.adaptive_threads": False}), 2) is None
-    assert ThreadGovernor.from_config(make_cfg("x", **{"train.trainer.deterministic": True}), 2) is None
+    assert ThreadGovernor.from_config(make_cfg("x", **{"train.trainer.adaptive_threads": True,
+                                                       "train.trainer.deterministic": True}), 2) is None
 
 
 def test_decision_lines_are_greppable(caplog):

@@ -34,14 +34,41 @@ def unit_columns(window: np.ndarray, min_periods: int) -> tuple[torch.Tensor, to
 
     Shapes: ``[W, n] -> (z [W, n] float32, ok [n] bool)``.
     """
-    r = torch.from_numpy(np.ascontiguousarray(window, dtype=np.float64))  # [W, n]
-    obs = torch.isfinite(r)
-    count = obs.sum(0)  # [n]
-    mean = torch.where(obs, r, 0.0).sum(0) / count.clamp(min=1)  # [n]
-    z = torch.where(obs, r - mean, 0.0)  # [W, n]
-    ss = (z * z).sum(0)  # [n]
+    window = np.asarray(window, dtype=np.float64)
+    z, ok = _unit_columns(window, 0, window.shape[0], np.arange(window.shape[1]), int(min_periods))
+    return torch.from_numpy(z), torch.from_numpy(ok)
+
+
+@numba.njit(nogil=True, cache=True)
+def _unit_columns(returns, lo, hi, stocks, min_periods):  # pragma: no cover - compiled
+    """``unit_columns`` of ``returns[lo:hi, stocks]`` without forming that window: one pass for each
+    column's count and mean, one for its squared deviations, one writing ``z`` (float64 sums, float32
+    out). Rows outer, stocks inner, so each pass reads the panel's rows in order."""
+    n = len(stocks)
+    count = np.zeros(n, np.int64)
+    total = np.zeros(n)
+    for t in range(lo, hi):
+        for i in range(n):
+            v = returns[t, stocks[i]]
+            if np.isfinite(v):
+                count[i] += 1
+                total[i] += v
+    mean = total / np.maximum(count, 1)
+    ss = np.zeros(n)
+    for t in range(lo, hi):
+        for i in range(n):
+            v = returns[t, stocks[i]]
+            if np.isfinite(v):
+                ss[i] += (v - mean[i]) ** 2
     ok = (count >= min_periods) & (ss > 1e-20)
-    return torch.where(ok, z / ss.clamp(min=1e-20).sqrt(), 0.0).float(), ok  # [W, n], [n]
+    scale = np.where(ok, 1.0 / np.sqrt(np.maximum(ss, 1e-20)), 0.0)
+    z = np.zeros((hi - lo, n), np.float32)
+    for t in range(lo, hi):
+        for i in range(n):
+            v = returns[t, stocks[i]]
+            if np.isfinite(v):
+                z[t - lo, i] = (v - mean[i]) * scale[i]
+    return z, ok
 
 
 def window_correlation(window: np.ndarray, min_periods: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,19 +127,32 @@ def _top_abs(c, candidate, s, e, best, partner, corr):  # pragma: no cover - com
         if not candidate[me]:
             continue
         kth = best[me, k - 1]  # the bar a candidate must pass (-1 while the top k is not full)
-        for j in range(m):
-            if abs(c[i, j]) > kth and j != i and candidate[s + j]:
-                kth = _insert(best, partner, corr, me, s + j, c[i, j])
+        for j0 in range(0, m, 16):  # 16 values at a time: one vectorised max, then a look only if one passes
+            j1 = min(m, j0 + 16)
+            top = np.float32(0.0)
+            for j in range(j0, j1):
+                top = max(top, abs(c[i, j]))
+            if top > kth:
+                for j in range(j0, j1):
+                    if abs(c[i, j]) > kth and j != i and candidate[s + j]:
+                        kth = _insert(best, partner, corr, me, s + j, c[i, j])
     kth16 = np.empty(16, np.float32)
     for t in range(e - s, m, 16):  # the columns 16 at a time: each row's 16 values are one cache line
         w = min(m, t + 16) - t
-        for q in range(w):
-            kth16[q] = best[s + t + q, k - 1] if candidate[s + t + q] else np.inf  # inf: picks nobody
+        for q in range(16):
+            kth16[q] = best[s + t + q, k - 1] if q < w and candidate[s + t + q] else np.inf  # inf: picks nobody
         for i in range(b):
             if candidate[s + i]:
-                for q in range(w):
-                    if abs(c[i, t + q]) > kth16[q]:
-                        kth16[q] = _insert(best, partner, corr, s + t + q, s + i, c[i, t + q])
+                hit = False
+                if w == 16:  # a fixed count of comparisons, vectorised; the look below only on a hit
+                    for q in range(16):
+                        hit |= abs(c[i, t + q]) > kth16[q]
+                else:
+                    hit = True
+                if hit:
+                    for q in range(w):
+                        if abs(c[i, t + q]) > kth16[q]:
+                            kth16[q] = _insert(best, partner, corr, s + t + q, s + i, c[i, t + q])
 
 
 @numba.njit(nogil=True, cache=True)
@@ -226,9 +266,10 @@ class DayGraphBuilder:
         empty = (np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32))
         if len(stocks) < 2:
             return empty
-        window = self.returns[max(0, d - self.window + 1): d + 1, stocks]  # [W, n], days <= d only
         n = len(stocks)
-        partner, corr = top_partners(*unit_columns(window, self.min_periods), min(self.k, n - 1))  # [n, k]
+        # the window of days d-W+1..d only (no look-ahead), standardised without being copied out
+        z, ok = _unit_columns(self.returns, max(0, d - self.window + 1), d + 1, stocks, self.min_periods)
+        partner, corr = top_partners(torch.from_numpy(z), torch.from_numpy(ok), min(self.k, n - 1))  # [n, k]
         keep = ~np.isnan(corr)  # [n, k] real candidates only
         src, dst, corr = np.nonzero(keep)[0], partner[keep], corr[keep]
         # symmetrise: i-j kept if either picked the other, with either pick's corr (the same dot product)

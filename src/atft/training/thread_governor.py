@@ -2,8 +2,9 @@
 
 ``cpu_share`` starts one thread per CPU the process may use. When another process keeps some of those CPUs
 busy, every parallel op waits for its slowest thread, and a thread that the scheduler has set aside for the
-other process's time slice holds up the rest: measured on a 2-core machine beside one busy process, an
-epoch with 2 threads took 2.3-2.7x the epoch alone, with 1 thread 1.35-1.6x (docs/performance.md).
+other process's time slice holds up the rest. (The measurement that motivated this, 2 threads 2.3-2.7x the
+epoch alone beside one busy process against 1.35-1.6x with 1 thread, was taken with OpenMP's spinning wait
+policy in effect unknowingly; with the passive policy 2 fixed threads took 1.51-1.52x: docs/performance.md.)
 
 The governor measures instead of guessing. After every ``window`` training steps it reads how long the
 process's threads were runnable but waiting for a CPU (the run-queue wait of ``/proc/self/task/*/schedstat``,
@@ -18,8 +19,9 @@ Linux) and the steps' median seconds per sample:
   more and keeps it if that is ``margin`` faster (the other process may have ended; a thread that waits for
   nothing cannot show it in its own wait).
 
-Alone, the threads rarely wait and the governor rarely probes (none in the benchmark's 400 x 500 epochs; on
-the 5M-row panel 5 probes in 819 steps, each given back after its 3 steps, the gaps doubling).
+Off by default (``train.trainer.adaptive_threads: false``): with OpenMP's passive wait policy in effect, a
+fixed thread count did better beside a busy process on 2 cores (1.51x / 1.52x the epoch alone against 1.64x /
+1.61x governed; docs/performance.md). Alone, the threads rarely wait and the governor does not probe.
 The ceiling is the count ``cpu_share`` chose (config, ``OMP_NUM_THREADS`` or the detected share). The
 decision logic (``ThreadPolicy``) is separate from the clock and the ``/proc`` reader, so tests drive it with
 made-up step times. Decisions are logged as ``[CPU-SHARE]`` lines. Off (``train.trainer.adaptive_threads:
@@ -177,7 +179,7 @@ class ThreadGovernor(pl.Callback):
         """The governor for ``train.trainer`` (None when off: ``adaptive_threads`` false, ``deterministic``,
         or a single thread)."""
         t = cfg.train.trainer
-        if not t.get("adaptive_threads", True) or t.get("deterministic") or ceiling <= 1:
+        if not t.get("adaptive_threads", False) or t.get("deterministic") or ceiling <= 1:
             return None
         return cls(ceiling)
 
