@@ -223,14 +223,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--micro-batches", type=int, default=12)
     ap.add_argument("--malloc", default=None, help="train.trainer.malloc for both sides (default: the config's)")
-    ap.add_argument("--adaptive-threads", dest="adaptive", default=None, type=lambda v: v == "true",
-                    help="true|false: train.trainer.adaptive_threads for the runs (default: the config's)")
+    ap.add_argument("--adaptive-threads", choices=("true", "false"), default=None,
+                    help="train.trainer.adaptive_threads for the runs (default: the config's)")
     ap.add_argument("--work", default="/tmp/atft_bench_epoch")
     ap.add_argument("--no-competitor", action="store_true", help="only the no-stall comparison")
     ap.add_argument("--one-pair", action="store_true",
                     help="one (step, epoch) pair, no second bracket (a long epoch, e.g. the 5M-row panel)")
     ap.add_argument("--out", default=str(HERE / "results" / "epoch.json"))
     args = ap.parse_args()
+    args.adaptive = None if args.adaptive_threads is None else args.adaptive_threads == "true"
     if args.child:
         res = child_epoch(args) if args.child == "epoch" else child_micro(args)
         print("RESULT " + json.dumps(res), flush=True)

@@ -16,8 +16,7 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 # imported; an explicit value wins (``OMP_WAIT_POLICY=`` empty restores OpenMP's default).
 # A program that imports torch before atft has started OpenMP already: setting the variable then changes
 # nothing, so the policy in effect is recorded here as it was when torch loaded (``omp_wait_policy``).
-_TORCH_FIRST = "torch" in sys.modules
-OMP_WAIT_POLICY_SET_LATE = _TORCH_FIRST and "OMP_WAIT_POLICY" not in os.environ
+OMP_WAIT_POLICY_SET_LATE = "torch" in sys.modules and "OMP_WAIT_POLICY" not in os.environ
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 

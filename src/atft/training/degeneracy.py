@@ -68,15 +68,13 @@ def check_subsample(batch: dict, max_samples: int | None) -> dict:
     out = {key: value[keep] for key, value in batch.items()
            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == B
            and not key.startswith("edge_")}
-    edge_index = batch.get("edge_index")
-    if edge_index is not None:
-        pos = torch.full((B,), -1, dtype=torch.long, device=edge_index.device)
-        pos[keep] = torch.arange(len(keep), device=edge_index.device)
-        new = pos[edge_index]  # [2, E]
-        inside = (new >= 0).all(0)  # [E] both ends kept
-        out["edge_index"] = new[:, inside]
-        if batch.get("edge_attr") is not None:
-            out["edge_attr"] = batch["edge_attr"][inside]
+    if batch.get("edge_index") is not None:
+        from torch_geometric.utils import subgraph
+
+        out["edge_index"], edge_attr = subgraph(keep, batch["edge_index"], batch.get("edge_attr"),
+                                                relabel_nodes=True, num_nodes=B)
+        if edge_attr is not None:
+            out["edge_attr"] = edge_attr
     return out
 
 
