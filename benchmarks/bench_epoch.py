@@ -23,7 +23,8 @@ Each run is its own subprocess (its own threads and peak RSS). The machine load 
 shared machine other users' work is a competitor too, and the figures are only as clean as that load. The
 host's own speed drifts between runs, so each comparison is bracketed: step, epoch, (busy runs), epoch
 again, step again; the no-stall share is the mean of the two (step, epoch) pairs and a busy run is compared
-with the mean of the two epochs alone around it.
+with the mean of the two epochs alone around it. ``--one-pair`` (a long epoch) runs one epoch between two
+steps: its pairs are that epoch with each of them.
 
     python benchmarks/bench_epoch.py                      # 400 stocks x 500 days, hidden 32
     python benchmarks/bench_epoch.py --data P --hidden 16 # any dataset (e.g. the 5M-row one, under flock)
@@ -131,6 +132,8 @@ def child_micro(args) -> dict:
     heap_for_training(cfg.train.trainer.get("malloc"))  # as train() does before fitting
     loader = iter(dm.loader("train", True, int(cfg.train.batch.train_batch_size), shard=False))
     batches = [dm.complete_batch(next(loader)) for _ in range(args.micro_batches)]
+    del loader
+    dm.teardown("fit")  # the prefetch thread (it had started the next batch) finishes before the steps are timed
     opt = torch.optim.AdamW(module.parameters(), lr=float(cfg.train.optimizer.lr))
     decay = ema_decay(cfg.train.weight_averaging, len(dm.train_dataloader()))
     average = EMAModel(module, decay) if decay is not None else None  # part of the step when configured
@@ -228,7 +231,8 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/atft_bench_epoch")
     ap.add_argument("--no-competitor", action="store_true", help="only the no-stall comparison")
     ap.add_argument("--one-pair", action="store_true",
-                    help="one (step, epoch) pair, no second bracket (a long epoch, e.g. the 5M-row panel)")
+                    help="one epoch between two step microbenchmarks, no second epoch (a long epoch, e.g. the "
+                         "5M-row panel)")
     ap.add_argument("--out", default=str(HERE / "results" / "epoch.json"))
     args = ap.parse_args()
     args.adaptive = None if args.adaptive_threads is None else args.adaptive_threads == "true"
@@ -258,13 +262,13 @@ def main() -> None:
         runs["busy_1_thread"] = _child(args, "epoch", work / "busy_1", "1", True)
     if not args.one_pair:
         runs["alone_again"] = _child(args, "epoch", work / "alone", "null", False)
-        runs["micro_again"] = _child(args, "micro", work / "micro", "null", False)
+    runs["micro_again"] = _child(args, "micro", work / "micro", "null", False)  # --one-pair: after the one epoch
     if not args.no_competitor:
         runs["alone_spin"] = _child(args, "epoch", work / "alone_spin", "null", False, spin=True, adaptive=False)
         runs["busy_spin"] = _child(args, "epoch", work / "busy_spin", "null", True, spin=True, adaptive=False)
     env["load_at_end"] = os.getloadavg()[0]
     pairs = [runs[epoch]["train_samples_per_s"] / runs[micro]["samples_per_s"]
-             for epoch, micro in (("alone", "micro"), ("alone_again", "micro_again")) if epoch in runs]
+             for epoch, micro in (("alone", "micro"), ("alone_again" if "alone_again" in runs else "alone", "micro_again"))]
     alone_s = statistics.mean(runs[k]["train_s"] for k in ("alone", "alone_again") if k in runs)
     summary = {"epoch_vs_micro": sum(pairs) / len(pairs), "epoch_vs_micro_pairs": pairs,
                # the epoch's count includes its validation pass; the kernel mapping fresh memory shows here

@@ -108,8 +108,6 @@ def _detected_features(path: Path, data_cfg) -> list[str]:
 
 def predict_days(module, panel, days: np.ndarray, batch_size: int | None = None) -> Inference:
     """Predict the usable samples of ``days`` with the module's config (graph, lookback). # [D, N, H]"""
-    from torch.utils.data import DataLoader
-
     from atft.training.datamodule import DayBatchDataset, PanelDataModule
     from atft.training.sampler import DayBatchSampler
 
@@ -120,8 +118,9 @@ def predict_days(module, panel, days: np.ndarray, batch_size: int | None = None)
     usable[days] = dm.windows.sample_ok[days]
     size = int(batch_size or module.cfg.train.batch.val_batch_size)
     sampler = DayBatchSampler(days, usable[days].sum(1), size, shuffle=False, seed=0)
-    loader = DataLoader(DayBatchDataset(dm.windows, usable, dm.graph_builder), sampler=sampler, batch_size=None)
+    loader = dm.dataloader(DayBatchDataset(dm.windows, usable, dm.graph_builder), sampler)
     out = module.predict_loader(loader, complete=dm.complete_batch)
+    dm.teardown("predict")
     pred = np.full((*panel.M.shape, len(module.horizons)), np.nan)  # [D, N, H]
     pred[out["date_idx"], out["stock_idx"]] = out["pred"]
     weights = out["feature_weights"].mean(0)  # [F]

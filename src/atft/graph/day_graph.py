@@ -7,6 +7,7 @@ on day ``d`` get edges.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 
 import numba
@@ -246,20 +247,29 @@ class DayGraphBuilder:
         self.min_periods = max(2, window // 2) if min_periods is None else min_periods
         self.cache_days = cache_days
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()  # the batch-prefetch thread and the loop may both ask for a day
+
+    def __getstate__(self):  # DataLoader workers started by spawn receive a pickled copy
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def day_edges(self, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Symmetrised kNN edges of day ``d`` in panel stock indices: ``(src [E], dst [E], corr [E])``,
         no self-loops. Cached."""
-        if d in self._cache:
-            self._cache.move_to_end(d)
-            return self._cache[d]
-        if not 0 <= d < self.returns.shape[0]:
-            raise ValueError(f"day index {d} outside the panel's 0..{self.returns.shape[0] - 1}")
-        edges = self._build(d)
-        self._cache[d] = edges
-        if len(self._cache) > self.cache_days:
-            self._cache.popitem(last=False)
-        return edges
+        with self._lock:
+            if d in self._cache:
+                self._cache.move_to_end(d)
+                return self._cache[d]
+            if not 0 <= d < self.returns.shape[0]:
+                raise ValueError(f"day index {d} outside the panel's 0..{self.returns.shape[0] - 1}")
+            edges = self._build(d)
+            self._cache[d] = edges
+            if len(self._cache) > self.cache_days:
+                self._cache.popitem(last=False)
+            return edges
 
     def _build(self, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         stocks = np.flatnonzero(self.valid[d])  # [n]

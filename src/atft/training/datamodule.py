@@ -6,7 +6,9 @@ clamped to day 0 when gathering and then zeroed and masked, so early days see an
 of wrapping around. A half-precision panel (``data.panel_dtype``) is cast to float32 per batch.
 
 Where the windows are gathered:
-- CPU (default): in the DataLoader workers (``train.batch.num_workers``), so batches arrive complete.
+- CPU (default): where the DataLoader builds batches, so they arrive complete: with ``num_workers=0``
+  (the default) on one background thread that builds the next batch while a step runs
+  (``train.batch.prefetch_thread``, ``atft.training.prefetch``), else in the worker processes.
 - GPU with ``train.batch.panel_on_device`` (``auto``: a GPU and ``num_workers=0``): workers send only
   indices and graphs; the padded panel lives on the device and ``on_after_batch_transfer`` gathers
   there, which avoids copying ``[B, T, F]`` windows host-to-device every step.
@@ -23,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from atft.config import cfg_get
 from atft.data.panel import Panel, load_panel
+from atft.training.prefetch import Prefetcher
 from atft.training.sampler import DayBatchSampler
 from atft.training.targets import cross_sectional_targets
 
@@ -180,6 +183,14 @@ class PanelDataModule(pl.LightningDataModule):
             # torch's DataLoader raises on persistent workers without workers; honour the rest of the run
             log.info("train.batch.persistent_workers=true ignored: it needs num_workers > 0")
             self.persistent_workers = False
+        ahead = b.get("prefetch_thread", "auto")
+        if ahead not in ("auto", True, False):
+            raise ValueError(f"train.batch.prefetch_thread={ahead!r}: expected auto, true or false")
+        # auto: without worker processes, one thread builds the next batch while a step runs
+        self.prefetcher = Prefetcher() if self.num_workers == 0 and ahead in ("auto", True) else None
+        if ahead is True and self.num_workers > 0:
+            log.info("train.batch.prefetch_thread=true ignored: the %d DataLoader workers build batches ahead",
+                     self.num_workers)
 
     def setup(self, stage: str | None = None) -> None:
         if self.windows is not None:
@@ -227,9 +238,20 @@ class PanelDataModule(pl.LightningDataModule):
                                   seed=int(self.cfg.seed), rank=rank, world_size=world,
                                   epoch_source=self._current_epoch if shuffle else None)
         dataset = DayBatchDataset(self.windows, usable, self.graph_builder, gather=not self.panel_on_device())
+        return self.dataloader(dataset, sampler)
+
+    def dataloader(self, dataset: Dataset, sampler: DayBatchSampler) -> DataLoader:
+        """The loader of ``dataset`` in ``sampler``'s batches: worker processes, or the prefetch thread."""
+        if self.prefetcher is not None:
+            dataset, sampler = self.prefetcher.wrap(dataset, sampler)
         return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=self.num_workers,
                           persistent_workers=self.persistent_workers,
                           pin_memory=self.trainer is not None and self.trainer.strategy.root_device.type == "cuda")
+
+    def teardown(self, stage: str | None = None) -> None:
+        """Stops the prefetch thread (a later loader starts it again)."""
+        if self.prefetcher is not None:
+            self.prefetcher.close()
 
     def train_dataloader(self) -> DataLoader:
         b = self.cfg.train.batch
