@@ -166,6 +166,11 @@ def epoch_section(ep: dict) -> list[str]:
     return lines
 
 
+def _straddle(summary: dict) -> str:
+    """A no-stall verdict's caveat when the mean meets the goal and a pair does not (the verdict is the mean's)."""
+    return " on the mean, not in every pair" if min(summary["epoch_vs_micro_pairs"]) < 0.9 <= summary["epoch_vs_micro"] else ""
+
+
 def load_result(name: str) -> dict | None:
     """A results file written outside this run (``gpu.json`` by ``make bench-gpu``, ``epoch_5m.json`` by
     ``bench_epoch.py --data <5M-row panel> --one-pair``), or None before its first run."""
@@ -216,12 +221,13 @@ def goals_section(steps: list[dict], build: dict, epoch: dict, memory: dict, gpu
     big_share = big["summary"]["epoch_vs_micro"] if big else None
     at_5m, verdict_5m = " (not the 5M-row panel)", ""
     if big:
-        pairs = " and ".join(f"{100 * p:.1f}%" for p in big["summary"]["epoch_vs_micro_pairs"])
+        shares = big["summary"]["epoch_vs_micro_pairs"]
+        pairs = ", ".join(f"{100 * p:.1f}%" for p in shares)
         at_5m = (f"; {100 * big_share:.1f}% on the 5M-row panel (`epoch_5m.json`, its own runs: the mean of the "
                  f"(step, epoch) pairs {pairs})")
-        verdict_5m = f"; {yes(big_share >= 0.9)} at 5M rows"
+        verdict_5m = f"; {yes(big_share >= 0.9)} at 5M rows{_straddle(big['summary'])}"
     lines.append(f"| 4 | full epoch >= 90% of the step microbenchmark | {100 * share:.0f}% on "
-                 f"`{os.path.basename(epoch['env']['data'])}`{at_5m} | {yes(share >= 0.9)} at this size{verdict_5m} |")
+                 f"`{os.path.basename(epoch['env']['data'])}`{at_5m} | {yes(share >= 0.9)} at this size{_straddle(epoch['summary'])}{verdict_5m} |")
     if gpu is None or gpu["env"]["dry"]:
         lines.append("| 5 | >= 100,000 samples/s at hidden 256 on one H100/H200 (`make bench-gpu`) | no GPU was "
                      "available: only the `--dry` CPU pass has run | **not measured** |")
