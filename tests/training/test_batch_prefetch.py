@@ -122,7 +122,7 @@ def test_an_iteration_stopped_early_leaves_nothing_stale():
         if i == 2:
             break
     assert [int(b[0]) for b in loader] == list(range(6))  # a new iteration starts from the first batch
-    assert not prefetcher._pending
+    assert not dataset.pending  # nothing left over from the stopped iteration
     prefetcher.close()
     assert [int(b[0]) for b in loader] == list(range(6))  # a closed prefetcher starts its thread again
     prefetcher.close()

@@ -22,41 +22,23 @@ from torch.utils.data import Dataset, Sampler
 
 
 class Prefetcher:
-    """The background thread and the batches it has been asked to build (at most two per dataset)."""
+    """The background thread, started on first use and shared by the loaders of one data module."""
 
     def __init__(self):
         self._pool: ThreadPoolExecutor | None = None
-        self._pending: dict[tuple[int, tuple], Future] = {}
         self._lock = threading.Lock()
 
-    def submit(self, dataset: Dataset, index) -> None:
-        """Start building ``dataset[index]`` unless it is already under way."""
-        key = (id(dataset), tuple(index))
+    def submit(self, fn, *args) -> Future:
+        """``fn(*args)`` on the thread, after what was submitted before."""
         with self._lock:
-            if key in self._pending:
-                return
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="atft-batch")
-            self._pending[key] = self._pool.submit(dataset.__getitem__, index)
-
-    def take(self, dataset: Dataset, index):
-        """``dataset[index]``: the thread's result when it was submitted (waits for it; its exception is
-        raised here), else built now, in this thread."""
-        with self._lock:
-            future = self._pending.pop((id(dataset), tuple(index)), None)
-        return future.result() if future is not None else dataset[index]
-
-    def forget(self, dataset: Dataset) -> None:
-        """Drop what was submitted for ``dataset`` and not taken (an iteration that stopped early)."""
-        with self._lock:
-            for key in [k for k in self._pending if k[0] == id(dataset)]:
-                self._pending.pop(key).cancel()
+            return self._pool.submit(fn, *args)
 
     def close(self) -> None:
-        """Stop the thread (after the batch it is building, if any)."""
+        """Stop the thread (after the batch it is building, if any; queued ones are cancelled)."""
         with self._lock:
             pool, self._pool = self._pool, None
-            self._pending.clear()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -73,16 +55,34 @@ class Prefetcher:
 
 
 class PrefetchedDataset(Dataset):
-    """``dataset`` whose items come from the prefetcher when it built them."""
+    """``dataset`` whose items come from the prefetch thread when they were submitted (``prefetch``).
+
+    ``pending`` (at most two batches) is only touched by the loop's thread: the sampler and the DataLoader's
+    fetch both run there when ``num_workers=0``."""
 
     def __init__(self, dataset: Dataset, prefetcher: Prefetcher):
         self.dataset, self.prefetcher = dataset, prefetcher
+        self.pending: dict[tuple, Future] = {}
+
+    def prefetch(self, index) -> None:
+        """Start building ``dataset[index]`` unless it is already under way."""
+        if tuple(index) not in self.pending:
+            self.pending[tuple(index)] = self.prefetcher.submit(self.dataset.__getitem__, index)
+
+    def forget(self) -> None:
+        """Drop what was submitted and not taken (an iteration that stopped early)."""
+        for future in self.pending.values():
+            future.cancel()
+        self.pending.clear()
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index):
-        return self.prefetcher.take(self.dataset, index)
+        """The thread's result when it was submitted (waits for it; its exception is raised here), else built
+        now, in this thread (also when ``close`` cancelled it)."""
+        future = self.pending.pop(tuple(index), None)
+        return future.result() if future is not None and not future.cancelled() else self.dataset[index]
 
 
 class LookaheadSampler(Sampler):
@@ -100,14 +100,13 @@ class LookaheadSampler(Sampler):
             self.sampler.set_epoch(epoch)
 
     def __iter__(self) -> Iterator:
-        prefetcher, inner = self.dataset.prefetcher, self.dataset.dataset
-        prefetcher.forget(inner)
+        self.dataset.forget()
         it = iter(self.sampler)
         ahead = next(it, None)
         if ahead is not None:
-            prefetcher.submit(inner, ahead)
+            self.dataset.prefetch(ahead)
         while ahead is not None:
             current, ahead = ahead, next(it, None)
             if ahead is not None:
-                prefetcher.submit(inner, ahead)  # queued behind ``current``, built while its step runs
+                self.dataset.prefetch(ahead)  # queued behind ``current``, built while its step runs
             yield current
