@@ -49,8 +49,7 @@ class PanelKeys:
 def stock_index(frame: pl.DataFrame) -> np.ndarray:
     """``[rows]`` int64 position of each row's stock among the sorted codes (``frame`` sorted by
     ``Code, Date``)."""
-    new_code = (pl.col("Code") != pl.col("Code").shift(1)).fill_null(True).cast(pl.Int64)
-    return frame.select(new_code.cum_sum() - 1).to_series().to_numpy()
+    return frame.select(pl.col("Code").rle_id().cast(pl.Int64)).to_series().to_numpy()
 
 
 def panel_keys(frame: pl.DataFrame) -> PanelKeys:

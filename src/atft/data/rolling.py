@@ -131,22 +131,21 @@ def _sums(x, a, n, k, stat, out):
     the stock at rows ``a .. a+n-1`` (NaN while incomplete), by a running sum."""
     squares, is_sum = stat == SQMEAN, stat == SUM
     inv_k = 1.0 / k      # products, not divisions, in the loop
-    # non-finite values in the window; its rows after the first that differ from the row before. The same
-    # bookkeeping is written out again in _stds: through a shared jitted helper both kernels ran ~40% slower
-    bad = changes = 0
+    # two run lengths, counted without branches and without reading the row that leaves the window (a
+    # zero-heavy column such as gains made branches mispredict); written out again in _stds: through a shared
+    # jitted helper both kernels ran ~40% slower
+    clean = 0            # finite rows ending at this one: the window is complete when >= k
+    run = 0              # rows ending at this one equal to it: all of the window's values are equal when >= k
+    prev = np.nan
     fresh = True         # the running sum is recomputed from the window
     total = rounding = 0.0  # rounding: the |terms| added since, what the running sum's error scales with
     for p in range(n):
         i = a + p
         new = x[i]
-        bad += np.int64(not np.isfinite(new))        # counts without branches: a zero-heavy column (gains,
-        if p >= 1:                                   # losses) made them mispredict, ~1.8x the time
-            changes += np.int64(new != x[i - 1])
-        if p >= k:                                   # row i-k leaves the window
-            old = x[i - k]
-            bad -= np.int64(not np.isfinite(old))
-            changes -= np.int64(x[i - k + 1] != old)
-        if p < k - 1 or bad > 0:
+        clean = (clean + 1) * np.int64(np.isfinite(new))
+        run = run * np.int64(new == prev) + 1
+        prev = new
+        if clean < k:
             out[i] = np.nan
             fresh = True
             continue
@@ -163,10 +162,10 @@ def _sums(x, a, n, k, stat, out):
             total = _total(x, i - k + 1, i + 1, squares)
             rounding = 0.0
             fresh = False
-        # changes == 0: every value of the window equals x[i] (a select, not a branch)
+        # run >= k: every value of the window equals x[i] (a select, not a branch)
         const = k * new if is_sum else (new * new if squares else new)
         value = total if is_sum else (max(total * inv_k, 0.0) if squares else total * inv_k)
-        out[i] = const if changes == 0 else value
+        out[i] = const if run >= k else value
 
 
 @numba.njit(nogil=True, cache=True)
@@ -174,7 +173,8 @@ def _stds(x, a, n, k, out):
     """``out[i]`` = sample standard deviation of the window of ``k`` rows ending at each row ``i`` of the
     stock at rows ``a .. a+n-1`` (NaN while incomplete), from running sums of the deviations ``d`` from a
     reference (the window's mean when last recomputed, at most ``k`` rows ago) and of their squares."""
-    bad = changes = 0
+    clean = run = 0      # as in _sums
+    prev = np.nan
     fresh = True
     ref = s1 = s2 = rounding = 0.0
     until = 0            # rows until the next recompute, which moves the reference to the window's mean
@@ -182,14 +182,10 @@ def _stds(x, a, n, k, out):
     for p in range(n):
         i = a + p
         new = x[i]
-        bad += np.int64(not np.isfinite(new))        # branch-free, as in _sums
-        if p >= 1:
-            changes += np.int64(new != x[i - 1])
-        if p >= k:
-            old = x[i - k]
-            bad -= np.int64(not np.isfinite(old))
-            changes -= np.int64(x[i - k + 1] != old)
-        if p < k - 1 or bad > 0 or k == 1:
+        clean = (clean + 1) * np.int64(np.isfinite(new))
+        run = run * np.int64(new == prev) + 1
+        prev = new
+        if clean < k or k == 1:
             out[i] = np.nan
             fresh = True
             continue
@@ -212,7 +208,7 @@ def _stds(x, a, n, k, out):
             rounding = 0.0
             fresh = False
             until = k
-        out[i] = 0.0 if changes == 0 else np.sqrt(max(var, 0.0) * inv_k1)
+        out[i] = 0.0 if run >= k else np.sqrt(max(var, 0.0) * inv_k1)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -229,18 +225,16 @@ def _extremes(x, a, n, k, stat, out, scratch):
             v = sign * x[a + p] if np.isfinite(x[a + p]) else -np.inf
             best = v if v > best else best
             scratch[p] = best
-    bad = 0
+    clean = 0
     best = -np.inf
     into = 0                                         # rows of the current block before row p
     for p in range(n):
         i = a + p
-        bad += np.int64(not np.isfinite(x[i]))
-        if p >= k:
-            bad -= np.int64(not np.isfinite(x[i - k]))
+        clean = (clean + 1) * np.int64(np.isfinite(x[i]))
         v = sign * x[i] if np.isfinite(x[i]) else -np.inf
         best = v if (into == 0 or v > best) else best  # prefix maximum within the block
         into = into + 1 if into + 1 < k else 0
-        if p >= k - 1 and bad == 0:
+        if clean >= k:
             tail = scratch[p - k + 1]                # rows p-k+1 .. the end of their block (<= p)
             out[i] = sign * (tail if tail > best else best)
         else:
