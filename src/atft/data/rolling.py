@@ -132,8 +132,8 @@ def _sums(x, a, n, k, stat, out):
     squares, is_sum = stat == SQMEAN, stat == SUM
     inv_k = 1.0 / k      # products, not divisions, in the loop
     # two run lengths, counted without branches and without reading the row that leaves the window (a
-    # zero-heavy column such as gains made branches mispredict); written out again in _stds: through a shared
-    # jitted helper both kernels ran ~40% slower
+    # zero-heavy column such as gains made branches mispredict); written out again in _stds, not shared:
+    # with the earlier counters, a shared jitted helper made both kernels ~40% slower
     clean = 0            # finite rows ending at this one: the window is complete when >= k
     run = 0              # rows ending at this one equal to it: all of the window's values are equal when >= k
     prev = np.nan
