@@ -113,11 +113,11 @@ def timed(fn, *args):
     """``fn(*args)``, its wall seconds and this process's CPU seconds, kernel (system) seconds and minor page
     faults over the call (first touches of fresh memory: on this virtual machine a large share of a
     memory-bound step)."""
+    from atft.training.cpu_share import usage_since
+
     before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     out = fn(*args)
-    wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
-    return out, {"wall_s": wall, "cpu_s": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
-                 "sys_s": after.ru_stime - before.ru_stime, "minor_faults": after.ru_minflt - before.ru_minflt}
+    return out, {"wall_s": time.perf_counter() - start, **usage_since(before)}
 
 
 def compare(stocks: int, days: int, src: str = SRC) -> dict:
@@ -180,7 +180,7 @@ def render(result: dict) -> str:
         lines += ["", "| run | wall s | CPU s | of which kernel s | minor page faults |", "| --- | ---: | ---: | ---: | ---: |"]
         for key, label in (("pandas", "pandas"), ("ours", "atft"), ("ours_again", "atft again, same process (not in the ratio)")):
             u = c["usage"][key]
-            lines.append(f"| {label} | {u['wall_s']:.2f} | {u['cpu_s']:.2f} | {u['sys_s']:.2f} | {u['minor_faults']:,} |")
+            lines.append(f"| {label} | {u['wall_s']:.2f} | {u['cpu_s']:.2f} | {u['system_s']:.2f} | {u['minor_faults']:,} |")
         lines += ["", "Kernel seconds are mostly first touches of fresh memory (page faults); the repeat runs the "
                   "same code on memory the process has used before."]
     lines.append("")

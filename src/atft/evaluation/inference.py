@@ -119,8 +119,10 @@ def predict_days(module, panel, days: np.ndarray, batch_size: int | None = None)
     size = int(batch_size or module.cfg.train.batch.val_batch_size)
     sampler = DayBatchSampler(days, usable[days].sum(1), size, shuffle=False, seed=0)
     loader = dm.dataloader(DayBatchDataset(dm.windows, usable, dm.graph_builder), sampler)
-    out = module.predict_loader(loader, complete=dm.complete_batch)
-    dm.teardown("predict")
+    try:
+        out = module.predict_loader(loader, complete=dm.complete_batch)
+    finally:
+        dm.teardown("predict")  # the prefetch thread, also when a batch failed
     pred = np.full((*panel.M.shape, len(module.horizons)), np.nan)  # [D, N, H]
     pred[out["date_idx"], out["stock_idx"]] = out["pred"]
     weights = out["feature_weights"].mean(0)  # [F]

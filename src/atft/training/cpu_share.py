@@ -30,6 +30,16 @@ PROC_CGROUP = Path("/proc/self/cgroup")
 log = logging.getLogger("atft.training")
 
 
+def usage_since(before) -> dict:
+    """The process's CPU seconds (user + system), system seconds and minor page faults since ``before``
+    (a ``resource.getrusage(RUSAGE_SELF)`` result)."""
+    import resource  # not on Windows, where callers leave the CPU figures out
+
+    now = resource.getrusage(resource.RUSAGE_SELF)
+    return {"cpu_s": now.ru_utime + now.ru_stime - before.ru_utime - before.ru_stime,
+            "system_s": now.ru_stime - before.ru_stime, "minor_faults": now.ru_minflt - before.ru_minflt}
+
+
 @dataclass(frozen=True)
 class CpuShare:
     """``threads``: intra-op threads to use; ``source``: where the figure came from (recorded in config.yaml)."""

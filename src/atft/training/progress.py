@@ -28,15 +28,9 @@ except ImportError:  # Windows: no getrusage, the epoch record leaves the CPU fi
 
 import lightning.pytorch as pl
 
+from atft.training.cpu_share import usage_since
+
 log = logging.getLogger("atft.training")
-
-
-def usage_since(before) -> dict:
-    """The process's CPU seconds (user + system), system seconds and minor page faults since ``before``
-    (a ``resource.getrusage(RUSAGE_SELF)`` result)."""
-    now = resource.getrusage(resource.RUSAGE_SELF)
-    return {"cpu_s": now.ru_utime + now.ru_stime - before.ru_utime - before.ru_stime,
-            "system_s": now.ru_stime - before.ru_stime, "minor_faults": now.ru_minflt - before.ru_minflt}
 
 
 def format_duration(seconds: float) -> str:
