@@ -6,8 +6,8 @@
    code before a change) for a before/after pair under the same conditions.
 2. On the same raw panel: ten per-stock features as a pandas user would write them (``groupby`` +
    ``rolling`` / ``pct_change``, same definitions: one-day moves clipped at +-0.4, windows of the
-   stock's own rows, null until full) against ours (the same features' polars expressions from
-   ``atft.data.features``). Each side is timed from the raw frame to its own natural result (numpy
+   stock's own rows, null until full) against ours (the build's own path: ``atft.data.compiled_features``,
+   one compiled pass per stock). Each side is timed from the raw frame to its own natural result (numpy
    arrays aligned with the rows for pandas, a polars frame for ours, as the build holds it); both are then
    converted to numpy and checked to give the same numbers before the ratio is reported.
 
@@ -90,16 +90,14 @@ def pandas_features(df):
 
 
 def ours_features(raw) -> pl.DataFrame:
-    """The same ten features as ``atft dataset build`` computes them (``pipeline.stock_base`` +
-    ``pipeline.stock_features``: the rolling windows compiled, the arithmetic in polars), raw
-    (unnormalised), as the build holds them: a polars frame."""
-    from atft.data.features import PER_STOCK_GROUPS
-    from atft.data.pipeline import stock_base, stock_features, stock_index
+    """The same ten features as ``atft dataset build`` computes them (``pipeline.stock_inputs`` +
+    ``pipeline.stock_features``: one compiled pass per stock), raw (unnormalised), as the build holds
+    them: a polars frame."""
+    from atft.data.pipeline import stock_features, stock_index, stock_inputs
+    from atft.data.rolling import StockRows
 
-    exprs = {n: e for make in PER_STOCK_GROUPS.values() for n, e in make().items() if n in FEATURES}
     frame = raw.with_columns((pl.col("Close") * pl.col("Volume")).alias("DollarVolume"))
-    base, rows = stock_base(frame, stock_index(frame), CLIP)
-    return stock_features(base, rows, {n: exprs[n] for n in FEATURES})
+    return stock_features(stock_inputs(frame), StockRows(stock_index(frame)), list(FEATURES), CLIP)
 
 
 def comparable(features) -> dict[str, np.ndarray]:

@@ -3,10 +3,10 @@
 The one-plan build (``features.compute_features`` -> ``targets.add_targets`` ->
 ``cross_section.cs_normalize`` as one lazy polars query) holds every float64 feature, its winsorised
 copy and four join outputs at once: 13 GB at 4,000 stocks x 1,250 days. Here a base frame of the raw
-panel plus the daily helper columns is kept, and each feature group is computed from it with the same
-polars expressions on top of rolling windows from compiled kernels (``rolling.window_columns``, the
-numbers of the polars window expressions ``compute_features`` uses), normalised per date on a dense
-date x stock grid (``cross_section.zscore_grid``) and stored as float32 at once, so only one group's
+panel is kept, and each per-stock feature group is computed from it in one compiled pass per stock
+(``compiled_features``: the windows from the kernels of ``rolling``, the arithmetic of ``features.py``'s
+expressions restated, the same numbers), normalised per date on a dense date x stock grid
+(``cross_section.zscore_grid``) and stored as float32 at once, so only one group's
 float64 columns exist at a time. Market, beta and sector features reuse ``cross_section``'s expressions
 on narrow frames; targets are looked up by binary search on a (stock, day) key
 (``targets.target_arrays``) instead of joins.
@@ -19,16 +19,16 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from atft.data.compiled_features import INPUTS, stock_feature_arrays
 from atft.data.cross_section import (
     beta_features,
     date_grid,
-    finite,
     market_daily,
     sector_features,
     zscore_grid,
 )
 from atft.data.features import PER_STOCK_GROUPS, macd_signal_features, with_daily_inputs
-from atft.data.rolling import StockRows, window_columns, windows_of
+from atft.data.rolling import StockRows
 from atft.data.targets import target_arrays, target_names
 
 CS_METHODS = ("zscore", "rank")
@@ -88,42 +88,33 @@ class Normaliser:
         return pl.Series(values.name, z.astype(np.float32), nan_to_null=True)
 
 
-def finite_columns(lf: pl.LazyFrame, exprs: dict[str, pl.Expr], keep: tuple[str, ...] = ()) -> pl.LazyFrame:
-    """``finite(expr)`` for each named expression, the expression evaluated once (``finite`` inline
-    evaluates its window expression twice)."""
-    return lf.select(*keep, *[e.alias(n) for n, e in exprs.items()]).select(
-        *keep, *[finite(pl.col(n)).alias(n) for n in exprs])
-
-
 def stock_base(base: pl.DataFrame, code: np.ndarray, jump_clip: float) -> tuple[pl.LazyFrame, StockRows]:
     """``base`` (sorted by ``Code, Date``) with ``Code`` as the stock's position (``stock_index``) and the
     daily helper columns (``features.daily_inputs``, lazily: a query computes the ones it reads), and
-    its stock layout for ``stock_features``."""
+    its stock layout."""
     rows = StockRows(code)
     prev = pl.Series("_prev", rows.shift(base["Close"].to_numpy()), nan_to_null=True)
     return with_daily_inputs(with_stock_index(base, code).with_columns(prev).lazy(), jump_clip), rows
 
 
-def stock_features(base: pl.LazyFrame, rows: StockRows, exprs: dict[str, pl.Expr]) -> pl.DataFrame:
-    """Raw float64 feature columns (``finite`` applied) of per-stock expressions on ``stock_base``'s
-    frame, their rolling windows computed by ``rolling.window_columns``."""
-    windows = windows_of(exprs.values())
-    names = list(dict.fromkeys(w.column for w in windows))
-    inputs = base.select(pl.col(names).cast(pl.Float64).fill_null(np.nan)).collect()  # NaN, not null: to_numpy copies nothing
-    values = window_columns(rows, {c: inputs[c].to_numpy() for c in names}, windows)
-    del inputs
-    framed = base.with_columns(pl.Series(name, values.pop(name), nan_to_null=True) for name in list(values))
-    return finite_columns(framed, exprs, ("Code",)).collect()
+def stock_inputs(frame: pl.DataFrame) -> dict[str, np.ndarray]:
+    """The columns the compiled per-stock features read (``compiled_features.INPUTS``) as float64 arrays,
+    NaN for null (a float64 column without nulls is not copied)."""
+    return {c: frame[c].cast(pl.Float64).fill_null(np.nan).to_numpy() for c in INPUTS}
 
 
-def _per_stock(base: pl.LazyFrame, rows: StockRows, group: str) -> pl.DataFrame:
-    """Raw float64 columns of one per-stock group (``compute_features``'s expressions)."""
-    frame = stock_features(base, rows, PER_STOCK_GROUPS[group]())
-    if group == "oscillators":  # the signal line is an EMA of the finished macd column
-        signal = macd_signal_features()
-        frame = frame.with_columns(*[e.alias(n) for n, e in signal.items()])
-        frame = frame.with_columns(*[finite(pl.col(n)).alias(n) for n in signal])
-    return frame.drop("Code")
+def stock_features(inputs: dict[str, np.ndarray], rows: StockRows, names: list[str],
+                   jump_clip: float) -> pl.DataFrame:
+    """Raw float64 columns of the named per-stock features (``finite`` applied: null for missing), from
+    ``compiled_features``; the columns are views of one ``[features, rows]`` block."""
+    values = stock_feature_arrays(inputs, rows, names, jump_clip)                # [F, rows]
+    return pl.DataFrame([pl.Series(name, values[j], nan_to_null=True) for j, name in enumerate(names)])
+
+
+def group_features(group: str) -> list[str]:
+    """The feature names of one per-stock group, in the order ``compute_features`` gives them."""
+    names = list(PER_STOCK_GROUPS[group]())
+    return names + list(macd_signal_features()) if group == "oscillators" else names
 
 
 def assemble(base: pl.DataFrame, jump_clip: float, horizons: list[int], cs_method: str | None = "zscore",
@@ -145,7 +136,8 @@ def assemble(base: pl.DataFrame, jump_clip: float, horizons: list[int], cs_metho
     cs = Normaliser(keys, sigma, cs_method) if cs_method is not None else None
     codes = base["Code"]
     lazy, rows = stock_base(base, keys.code, jump_clip)
-    base = lazy.collect()  # every helper column, once for all groups
+    base = lazy.select("Code", "Date", "Sector", "Market", *INPUTS, "_r").collect()  # _r: market and beta
+    inputs = stock_inputs(base)
     out: dict[str, pl.Series] = {}
     raw: dict[str, pl.Series] = {}
     groups: dict[str, list[str]] = {}
@@ -153,12 +145,12 @@ def assemble(base: pl.DataFrame, jump_clip: float, horizons: list[int], cs_metho
     def store(frame: pl.DataFrame, group: str, normalise: bool) -> None:
         groups[group] = frame.columns
         for name in frame.columns:
-            if name in SECTOR_INPUTS + MARKET_INPUTS:
-                raw[name] = frame[name]
+            if name in SECTOR_INPUTS + MARKET_INPUTS:  # a copy: the column is a view of its group's block
+                raw[name] = pl.Series(name, frame[name].to_numpy().copy(), nan_to_null=True)
             out[name] = cs(frame[name]) if cs is not None and normalise else frame[name].cast(pl.Float32)
 
     for group in PER_STOCK_GROUPS:
-        store(_per_stock(base.lazy(), rows, group), group, True)
+        store(stock_features(inputs, rows, group_features(group), jump_clip), group, True)
     day = pl.Series(keys.day)
     daily = market_daily(pl.LazyFrame([base["Date"], base["_r"], raw["ma_gap_20d"]])).collect()
     market = daily.drop("Date").select(pl.all().gather(day))  # one value per date, on every row

@@ -27,7 +27,7 @@ window without a single gain has a mean gain of exactly 0 and ties stay ties in 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -242,16 +242,23 @@ def _extremes(x, a, n, k, stat, out, scratch):
 
 
 @numba.njit(nogil=True, cache=True)
+def stock_window(x, a, n, k, stat, out, scratch):
+    """One window statistic (``STATS`` code) of the stock at rows ``a .. a+n-1`` of ``x`` into the same rows
+    of ``out``; ``scratch``: at least ``n`` floats."""
+    if stat == MIN or stat == MAX:
+        _extremes(x, a, n, k, stat, out, scratch)
+    elif stat == STD:
+        _stds(x, a, n, k, out)
+    else:
+        _sums(x, a, n, k, stat, out)
+
+
+@numba.njit(nogil=True, cache=True)
 def _window_kernel(x, starts, lengths, k, stat, out):
     """One window statistic for the stocks ``starts`` / ``lengths`` (rows of ``x`` and ``out``)."""
     scratch = np.empty(lengths.max() if len(lengths) else 0)
     for s in range(len(starts)):
-        if stat == MIN or stat == MAX:
-            _extremes(x, starts[s], lengths[s], k, stat, out, scratch)
-        elif stat == STD:
-            _stds(x, starts[s], lengths[s], k, out)
-        else:
-            _sums(x, starts[s], lengths[s], k, stat, out)
+        stock_window(x, starts[s], lengths[s], k, stat, out, scratch)
 
 
 def window_columns(rows: StockRows, columns: Mapping[str, np.ndarray], windows: list[Window],
@@ -267,13 +274,21 @@ def window_columns(rows: StockRows, columns: Mapping[str, np.ndarray], windows: 
     """
     columns = {w.column: np.ascontiguousarray(columns[w.column], dtype=np.float64) for w in windows}
     out = {w.name: np.empty(rows.n) for w in windows}
-    tasks = [slice(a, a + STOCKS_PER_TASK) for a in range(0, len(rows.starts), STOCKS_PER_TASK)]
 
     def run(task: slice) -> None:
         for w in windows:
             _window_kernel(columns[w.column], rows.starts[task], rows.lengths[task], w.k, STATS.index(w.stat),
                            out[w.name])
 
+    over_stock_groups(rows, run, threads)
+    return out
+
+
+def over_stock_groups(rows: StockRows, run: Callable[[slice], None], threads: int | None = None) -> None:
+    """``run(task)`` for each group of ``STOCKS_PER_TASK`` stocks (``task``: a slice of ``rows.starts``), on
+    ``threads`` threads (default: the CPUs this process may use, ``cpu_share.available_cpus``, at most 4);
+    ``run`` must release the GIL (a compiled kernel) and write only its stocks' rows."""
+    tasks = [slice(a, a + STOCKS_PER_TASK) for a in range(0, len(rows.starts), STOCKS_PER_TASK)]
     threads = threads or min(4, available_cpus().threads)
     if threads <= 1 or len(tasks) <= 1:
         for task in tasks:
@@ -281,4 +296,3 @@ def window_columns(rows: StockRows, columns: Mapping[str, np.ndarray], windows: 
     else:
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(run, tasks))
-    return out
