@@ -172,7 +172,7 @@ def render(result: dict) -> str:
     if "first_call_s" in c:
         first = c["first_call_s"]
         lines += ["", f"Both ran first on 20 stocks, outside the timing (per-process costs): pandas "
-                  f"{first['pandas']:.2f} s, atft {first['ours']:.2f} s (its compiled window kernels loaded from "
+                  f"{first['pandas']:.2f} s, atft {first['ours']:.2f} s (its compiled feature kernels loaded from "
                   "their cache, or compiled when there is none)."]
     if "usage" in c:
         lines += ["", "| run | wall s | CPU s | of which kernel s | minor page faults |", "| --- | ---: | ---: | ---: | ---: |"]
