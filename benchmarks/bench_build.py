@@ -127,7 +127,7 @@ def compare(stocks: int, days: int, src: str = SRC) -> dict:
     pdf = raw.select("Code", "Open", "High", "Low", "Close", "Volume").to_pandas()
     # both first run on 20 stocks: imports, pandas' first-call paths, and ours' compiled kernels loaded from
     # their cache (compiled first if there is none) are per-process costs, timed apart from the ratio
-    head = raw.filter(pl.col("Code").is_in(raw["Code"].unique(maintain_order=True).head(20)))
+    head = raw.filter(pl.col("Code").is_in(raw["Code"].unique(maintain_order=True).head(20).implode()))
     start = time.perf_counter()
     pandas_features(head.select("Code", "Open", "High", "Low", "Close", "Volume").to_pandas())
     pandas_first = time.perf_counter() - start
