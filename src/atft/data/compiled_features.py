@@ -15,6 +15,10 @@ The numbers are those of the polars expressions: the windows come from the same 
 reading the same windows as its expression, and the build-reference tests compare the whole build with
 ``compute_features``. A NaN here is polars' null: a missing input, an incomplete window, or (``finite``) a
 non-finite result.
+
+The kernels are cached by numba next to this module; numba checks only this file's time stamp, so after
+editing the window kernels in ``rolling.py`` delete ``src/atft/data/__pycache__`` (a stale cache would keep
+the old windows here).
 """
 
 from __future__ import annotations
