@@ -5,6 +5,8 @@ for bit and missing cell for missing cell, its polars expression evaluated on th
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import polars as pl
 import pytest
@@ -117,6 +119,24 @@ def test_future_rows_do_not_move_past_values():
     past = day < cut
     assert np.array_equal(before[:, past], after[:, past], equal_nan=True)
     assert not np.array_equal(before[:, ~past], after[:, ~past], equal_nan=True)
+
+
+def test_no_full_length_intermediates():
+    # the point of the compiled pass: the result block is the only full-length allocation (numpy's, as
+    # tracemalloc sees them; ~300 KB of small ones besides); one window column per window, as the arithmetic
+    # on window columns had (11 for the ten features of bench_build), fails
+    frame = pl.concat([_panel(0).with_columns(pl.col("Code") + f"_{i}") for i in range(20)]).sort("Code", "Date")
+    inputs, rows = stock_inputs(frame), StockRows(stock_index(frame))
+    for names in (NAMES, NAMES[:10]):
+        stock_feature_arrays(inputs, rows, names, CLIP)                   # compiled / loaded outside the count
+        tracemalloc.start()
+        try:
+            out = stock_feature_arrays(inputs, rows, names, CLIP)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert out.nbytes == len(names) * rows.n * 8
+        assert peak < out.nbytes + 2 * rows.n * 8, (len(names), peak / (rows.n * 8))
 
 
 def test_unknown_feature_is_named():
