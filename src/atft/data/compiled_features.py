@@ -139,21 +139,20 @@ def stock_feature_arrays(columns: dict[str, np.ndarray], rows: StockRows, names:
                     + [c for s in chosen for c in OP_DAILY.get(s.op, ())])
     need = np.array([c in daily for c in DAILY])
     cols = tuple(_read_only(columns[c] if need[j] else np.empty(0)) for j, c in enumerate(INPUTS))
-    slot = {w: j for j, w in enumerate(windows)}
-    stand_in = len(windows)
-    arg = [[slot[s.windows[i]] if len(s.windows) > i else stand_in for s in chosen] for i in (0, 1)]
+    slot = {w: j for j, w in enumerate(windows)}    # the kernel's window rows; row len(windows) is all NaN
+    w0, w1 = (np.array([slot[s.windows[i]] if len(s.windows) > i else len(windows) for s in chosen], dtype=np.int64)
+              for i in (0, 1))
     ops = np.array([OPS.index(s.op) for s in chosen], dtype=np.int64)
     column = np.array([DAILY.index(s.column) if s.column else 0 for s in chosen], dtype=np.int64)
     wins = (np.array([DAILY.index(w.column) for w in windows], dtype=np.int64),
             np.array([STATS.index(w.stat) for w in windows], dtype=np.int64),
             np.array([w.k for w in windows], dtype=np.int64))
     macd = any(s.op.startswith("macd") for s in chosen)
-    out = np.empty((len(names), rows.n))
-    args = [np.array(a, dtype=np.int64) for a in arg]
+    out = np.empty((len(names), rows.n))                                         # [F, rows]
 
     def run(task: slice) -> None:
-        stock_features_kernel(cols, rows.starts[task], rows.lengths[task], float(jump_clip), need, *wins, ops, *args, column,
-                macd, out)
+        stock_features_kernel(cols, rows.starts[task], rows.lengths[task], float(jump_clip), need, *wins, ops, w0, w1,
+                              column, macd, out)
 
     over_stock_groups(rows, run, threads)
     return out

@@ -365,9 +365,14 @@ def _feature(op, w0, w1, d, column, line, signal, n, out):
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def stock_features_kernel(cols, starts, lengths, jump, need, win_col, win_stat, win_k, ops, arg0, arg1, column, macd,
+def stock_features_kernel(cols, starts, lengths, jump, need, win_col, win_stat, win_k, ops, w0, w1, column, macd,
                           out):
-    """The features ``ops`` of the stocks ``starts`` / ``lengths`` into their rows of ``out[F, rows]``."""
+    """The features ``ops`` of the stocks ``starts`` / ``lengths`` into their rows of ``out[F, rows]``.
+
+    ``cols``: the ``INPUTS`` columns; ``need``: which ``DAILY`` columns to compute; ``win_col`` / ``win_stat``
+    / ``win_k``: the windows (a ``DAILY`` row, a ``STATS`` code, k); per feature: its op, the rows of its
+    windows ``w0`` / ``w1`` (``len(win_col)``: none), its ``DAILY`` row ``column`` (op ``daily``); ``macd``:
+    whether any op reads the MACD line."""
     m = lengths.max() if len(lengths) else 0
     d = np.empty((len(DAILY), m))                          # helper columns of one stock
     w = np.empty((len(win_col) + 1, m))                    # its windows; the last row: an all-NaN stand-in
@@ -381,4 +386,4 @@ def stock_features_kernel(cols, starts, lengths, jump, need, win_col, win_stat, 
         if macd:
             _macd(d[CLOSE], n, line, signal, scratch)
         for f in range(len(ops)):
-            _feature(ops[f], w[arg0[f]], w[arg1[f]], d, column[f], line, signal, n, out[f, a:a + n])
+            _feature(ops[f], w[w0[f]], w[w1[f]], d, column[f], line, signal, n, out[f, a:a + n])
