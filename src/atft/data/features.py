@@ -13,9 +13,11 @@ close (``High >= max(Open, Close)``) and its wick beyond them capped at a factor
 adjusted close.
 
 Every rolling window is a helper column named by ``rolling.window`` (the stock's last k rows of one
-column): ``compute_features`` fills them with polars window expressions (the reference definition),
-the build (``pipeline``) with the numpy engine of ``rolling`` (the same numbers, faster). The arithmetic
-on top of the windows is the same polars expressions in both.
+column): ``compute_features`` fills them with polars window expressions and evaluates the expressions
+here (the reference definition). The build (``pipeline``) computes the same features in one compiled
+pass per stock (``compiled_features``: the windows from the kernels of ``rolling``, the arithmetic
+restated op by op; a feature added here needs a spec there, and ``tests/data/test_compiled_features.py``
+checks the two agree bit for bit on the same windows).
 
 Market, beta and sector features (which need the whole cross-section) live in ``cross_section.py``.
 """
