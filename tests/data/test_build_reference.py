@@ -18,6 +18,7 @@ from atft.data.build import MARKET_WIDE_GROUPS, dataset_frame
 from atft.data.cross_section import cs_normalize
 from atft.data.features import compute_features
 from atft.data.io import validate_panel
+from atft.data.pipeline import group_means
 from atft.data.sources.synthetic import synthetic_market
 from atft.data.targets import add_targets, target_names
 
@@ -96,3 +97,27 @@ def test_window_without_down_move_has_zero_downside_vol():
     vol = got["downside_vol_20d"]
     assert vol[:19].is_null().all() and vol[19:].is_not_null().all()  # the first row counts as no move
     assert (vol[50:] == 0).all()
+
+
+def test_group_means_sum_in_row_order():
+    # the build's market and sector means: the same bits on every run, because the sum runs in row order
+    # (polars' group aggregations sum in an order that varies between runs on large frames)
+    rng = np.random.default_rng(4)
+    values = rng.normal(0, 1, 5000) * 10.0 ** rng.integers(-8, 8, 5000)
+    values[rng.random(5000) < 0.1] = np.nan
+    group = rng.integers(-1, 40, 5000)                                     # -1: in no group
+    got = group_means(values, group, 42)                                   # groups 40, 41 are empty
+    for g in range(42):
+        total, count = 0.0, 0
+        for v in values[group == g]:
+            if not np.isnan(v):
+                total, count = total + v, count + 1
+        assert (np.isnan(got[g]) and count == 0) or got[g] == total / count, g
+
+
+def test_build_without_any_sector(gappy_raw):
+    cfg = _cfg("data.build.horizons=[1,5]")
+    raw = gappy_raw.with_columns(pl.lit(None, dtype=pl.Utf8).alias("Sector"))
+    got, groups, _ = dataset_frame(raw, cfg)
+    assert all(got[c].null_count() == got.height for c in groups["sector"])
+    _assert_same(got, reference_frame(raw, cfg))

@@ -45,6 +45,13 @@ def market_daily(lf: pl.LazyFrame) -> pl.LazyFrame:
         pl.col("_r").std().alias("mkt_dispersion_1d"),
         (pl.col("ma_gap_20d") > 0).mean().alias("mkt_breadth_ma20_1d"),
     )
+    return market_rolling(daily)
+
+
+def market_rolling(daily: pl.LazyFrame) -> pl.LazyFrame:
+    """The daily market aggregates (``mkt_return_1d``, ``mkt_breadth_1d``, ``mkt_dispersion_1d``,
+    ``mkt_breadth_ma20_1d``, one row per ``Date``) sorted by date, with their k-day compounded returns and
+    volatilities: ``market_daily``'s columns."""
     lr = pl.col("mkt_return_1d").log1p()
     return daily.sort("Date").with_columns(
         *[(lr.rolling_sum(k, min_samples=k).exp() - 1).alias(f"mkt_return_{k}d") for k in (5, 20)],
@@ -82,15 +89,21 @@ def beta_features(lf: pl.LazyFrame) -> tuple[pl.LazyFrame, list[str]]:
     return lf.with_columns(*[finite(e).alias(n) for n, e in exprs.items()]), list(exprs)
 
 
-def sector_features(lf: pl.LazyFrame) -> tuple[pl.LazyFrame, list[str]]:
+def sector_features(lf: pl.LazyFrame, means: str | None = None) -> tuple[pl.LazyFrame, list[str]]:
     """Sector mean returns (5/20d) and the stock's return/volatility relative to its sector that day.
 
     A stock without a sector label (null ``Sector``) is in no sector: it enters no sector's mean and its
     own sector features are null (polars would otherwise group the nulls into one pseudo-sector).
+
+    Args:
+        means: None: the sector means are computed here (``mean().over(["Date", "Sector"])``); a prefix:
+            ``lf`` already holds each input's sector mean as ``<prefix><input>`` (null without a sector).
     """
     by = ["Date", "Sector"]
 
     def sector_mean(col: str) -> pl.Expr:
+        if means is not None:
+            return pl.col(f"{means}{col}")
         return pl.when(pl.col("Sector").is_not_null()).then(pl.col(col).mean().over(by))
 
     sec = {k: sector_mean(f"returns_{k}d") for k in (1, 5, 20)}

@@ -23,7 +23,7 @@ from atft.data.compiled_features import INPUTS, stock_feature_arrays
 from atft.data.cross_section import (
     beta_features,
     date_grid,
-    market_daily,
+    market_rolling,
     sector_features,
     zscore_grid,
 )
@@ -111,6 +111,51 @@ def stock_features(inputs: dict[str, np.ndarray], rows: StockRows, names: list[s
     return pl.DataFrame([pl.Series(name, values[j], nan_to_null=True) for j, name in enumerate(names)])
 
 
+def group_means(values: np.ndarray, group: np.ndarray, groups: int) -> np.ndarray:
+    """``[groups]`` mean of the non-missing ``values`` of each group, summed in row order (``np.bincount``),
+    so a build gives the same bits on every run (polars' group aggregations sum in an order that varies
+    between runs on large frames); NaN for a group without a value. ``group < 0``: in no group."""
+    ok = ~np.isnan(values) & (group >= 0)
+    total = np.bincount(group[ok], weights=values[ok], minlength=groups)
+    count = np.bincount(group[ok], minlength=groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan)
+
+
+def market_frame(keys: PanelKeys, dates: pl.Series, r: np.ndarray, ma_gap: np.ndarray) -> pl.DataFrame:
+    """``cross_section.market_daily``'s frame (one row per date) from the rows' one-day returns ``r`` and raw
+    ``ma_gap_20d`` (NaN = missing), its per-date means by ``group_means``."""
+    d = keys.shape[0]
+    up = np.where(np.isnan(r), np.nan, r > 0)
+    mean = group_means(r, keys.day, d)
+    count = np.bincount(keys.day[~np.isnan(r)], minlength=d)
+    dev = group_means((r - mean[keys.day]) ** 2, keys.day, d)                   # sample std: ddof 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        std = np.where(count > 1, np.sqrt(dev * count / (count - 1)), np.nan)
+    daily = pl.DataFrame({
+        "Date": dates, "mkt_return_1d": mean, "mkt_breadth_1d": group_means(up, keys.day, d),
+        "mkt_dispersion_1d": std,
+        "mkt_breadth_ma20_1d": group_means(np.where(np.isnan(ma_gap), np.nan, ma_gap > 0), keys.day, d),
+    }, nan_to_null=True)
+    return market_rolling(daily.lazy()).collect()
+
+
+def sector_means(keys: PanelKeys, sector: pl.Series, columns: dict[str, pl.Series], prefix: str) -> list[pl.Series]:
+    """Each column's mean over the rows of the same date and sector (``group_means``), on every row, named
+    ``<prefix><column>``; null for a row without a sector."""
+    sid = sector.rank("dense").fill_null(0).cast(pl.Int64).to_numpy() - 1        # [rows], -1: no sector
+    n = int(sid.max()) + 1 if len(sid) else 0
+    group = np.where(sid >= 0, keys.day * n + sid, -1)
+    has = group >= 0
+    out = []
+    for name, values in columns.items():
+        mean = group_means(values.cast(pl.Float64).fill_null(np.nan).to_numpy(), group, keys.shape[0] * n)
+        row = np.full(len(group), np.nan)
+        row[has] = mean[group[has]]
+        out.append(pl.Series(prefix + name, row, nan_to_null=True))
+    return out
+
+
 def group_features(group: str) -> list[str]:
     """The feature names of one per-stock group, in the order ``compute_features`` gives them."""
     names = list(PER_STOCK_GROUPS[group]())
@@ -152,13 +197,17 @@ def assemble(base: pl.DataFrame, jump_clip: float, horizons: list[int], cs_metho
     for group in PER_STOCK_GROUPS:
         store(stock_features(inputs, rows, group_features(group), jump_clip), group, True)
     day = pl.Series(keys.day)
-    daily = market_daily(pl.LazyFrame([base["Date"], base["_r"], raw["ma_gap_20d"]])).collect()
+    r = base["_r"].fill_null(np.nan).to_numpy()
+    daily = market_frame(keys, base["Date"].unique().sort(), r, raw["ma_gap_20d"].fill_null(np.nan).to_numpy())
     market = daily.drop("Date").select(pl.all().gather(day))  # one value per date, on every row
     store(market, "market", False)
     narrow = pl.LazyFrame([base["Code"], base["_r"], market["mkt_return_1d"]])
     beta, names = beta_features(narrow)
     store(beta.select(names).collect(), "beta", True)
-    sector, names = sector_features(pl.LazyFrame([base["Date"], base["Sector"], *[raw[c] for c in SECTOR_INPUTS]]))
+    sector_inputs = {c: raw[c] for c in SECTOR_INPUTS}
+    means = sector_means(keys, base["Sector"], sector_inputs, "_sector_mean:")
+    sector, names = sector_features(pl.LazyFrame([base["Date"], base["Sector"], *sector_inputs.values(), *means]),
+                                    "_sector_mean:")
     store(sector.select(names).collect(), "sector", True)
     targets = target_arrays(keys.code, keys.day, base["Close"].to_numpy(), horizons)
     for name in target_names(horizons):
