@@ -48,8 +48,7 @@ class Spec:
     column: str = ""
 
 
-def _w(column: str, stat: str, k: int) -> Window:
-    return Window(column, stat, k)
+_w = Window  # a short name for the table below
 
 
 def specs() -> dict[str, Spec]:

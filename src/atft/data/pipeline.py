@@ -97,10 +97,14 @@ def stock_base(base: pl.DataFrame, code: np.ndarray, jump_clip: float) -> tuple[
     return with_daily_inputs(with_stock_index(base, code).with_columns(prev).lazy(), jump_clip), rows
 
 
+def nan_array(values: pl.Series) -> np.ndarray:
+    """``[rows]`` float64, NaN for null (a float64 column without nulls is not copied)."""
+    return values.cast(pl.Float64).fill_null(np.nan).to_numpy()
+
+
 def stock_inputs(frame: pl.DataFrame) -> dict[str, np.ndarray]:
-    """The columns the compiled per-stock features read (``compiled_features.INPUTS``) as float64 arrays,
-    NaN for null (a float64 column without nulls is not copied)."""
-    return {c: frame[c].cast(pl.Float64).fill_null(np.nan).to_numpy() for c in INPUTS}
+    """The columns the compiled per-stock features read (``compiled_features.INPUTS``), as ``nan_array``."""
+    return {c: nan_array(frame[c]) for c in INPUTS}
 
 
 def stock_features(inputs: dict[str, np.ndarray], rows: StockRows, names: list[str],
@@ -149,7 +153,7 @@ def sector_means(keys: PanelKeys, sector: pl.Series, columns: dict[str, pl.Serie
     has = group >= 0
     out = []
     for name, values in columns.items():
-        mean = group_means(values.cast(pl.Float64).fill_null(np.nan).to_numpy(), group, keys.shape[0] * n)
+        mean = group_means(nan_array(values), group, keys.shape[0] * n)
         row = np.full(len(group), np.nan)
         row[has] = mean[group[has]]
         out.append(pl.Series(prefix + name, row, nan_to_null=True))
@@ -197,8 +201,7 @@ def assemble(base: pl.DataFrame, jump_clip: float, horizons: list[int], cs_metho
     for group in PER_STOCK_GROUPS:
         store(stock_features(inputs, rows, group_features(group), jump_clip), group, True)
     day = pl.Series(keys.day)
-    r = base["_r"].fill_null(np.nan).to_numpy()
-    daily = market_frame(keys, base["Date"].unique().sort(), r, raw["ma_gap_20d"].fill_null(np.nan).to_numpy())
+    daily = market_frame(keys, base["Date"].unique().sort(), nan_array(base["_r"]), nan_array(raw["ma_gap_20d"]))
     market = daily.drop("Date").select(pl.all().gather(day))  # one value per date, on every row
     store(market, "market", False)
     narrow = pl.LazyFrame([base["Code"], base["_r"], market["mkt_return_1d"]])
