@@ -1,0 +1,70 @@
+"""``bench_epoch.summarise``: which runs each verdict compares, and no verdict when the host's speed moved."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import bench_epoch  # noqa: E402
+
+SAMPLES = 120_000
+
+
+def epoch(train_s: float, threads: int = 2, steps: int = 100) -> dict:
+    return {"train_s": train_s, "train_samples_per_s": SAMPLES / train_s, "threads": {"count": threads},
+            "steps": steps, "minor_faults": 1000, "steps_by_threads": {str(threads): steps}}
+
+
+def micro(step_s: float) -> dict:
+    return {"samples_per_s": SAMPLES / 100 / step_s, "minor_faults_per_step": 10.0}
+
+
+def test_a_steady_host_gives_verdicts_from_the_neighbouring_runs():
+    runs = {"micro": micro(0.30), "alone": epoch(31.0), "busy": epoch(43.0), "alone_again": epoch(30.0),
+            "micro_again": micro(0.30), "busy_1_thread": epoch(44.0, threads=1), "alone_after": epoch(32.0)}
+    assert not bench_epoch.needs_retry(runs)
+    s = bench_epoch.summarise(runs, cores=2)
+    assert s["stable"] and s["epoch_vs_micro_pairs"] == pytest.approx([30 / 31, 1.0])
+    assert s["epoch_vs_micro"] == pytest.approx((30 / 31 + 1.0) / 2)
+    assert s["busy"]["vs"] == ["alone", "alone_again"] and s["busy"]["slowdown"] == pytest.approx(43 / 30.5)
+    assert s["busy"]["drift"] == pytest.approx(31 / 30 - 1) and s["busy"]["proportional"] == pytest.approx(1.5)
+    assert s["cpu_share"] == {"run": "busy", "stable": True, "met": True}
+    # the 1-thread run is compared with the epochs alone just around it, against the fair share of 1 thread
+    assert s["busy_1_thread"]["vs"] == ["alone_again", "alone_after"]
+    assert s["busy_1_thread"]["slowdown"] == pytest.approx(44 / 31) and s["busy_1_thread"]["proportional"] == 2.0
+
+
+def test_a_slowdown_beyond_the_fair_share_is_not_met():
+    runs = {"micro": micro(0.30), "alone": epoch(30.0), "busy": epoch(50.0), "alone_again": epoch(30.0),
+            "micro_again": micro(0.30)}
+    assert bench_epoch.summarise(runs, cores=2)["cpu_share"] == {"run": "busy", "stable": True, "met": False}
+
+
+def test_a_drifting_host_is_retried_and_the_steadier_bracket_decides():
+    # the second epoch alone ran slow (the host, not the loop): no verdict from the first bracket
+    runs = {"micro": micro(0.30), "alone": epoch(30.0), "busy": epoch(44.0), "alone_again": epoch(45.0),
+            "micro_again": micro(0.30)}
+    assert bench_epoch.needs_retry(runs)
+    first = bench_epoch.summarise(runs, cores=2)
+    assert not first["stable"] and first["cpu_share"]["stable"] is False
+    runs |= {"alone_retry": epoch(30.5), "micro_retry": micro(0.30), "busy_retry": epoch(44.0),
+             "alone_retry2": epoch(30.0)}
+    s = bench_epoch.summarise(runs, cores=2)
+    # two of the three pairs agree: the median is theirs
+    assert s["stable"] and s["epoch_vs_micro"] == pytest.approx(30 / 30.5)
+    assert s["busy_retry"]["vs"] == ["alone_retry", "alone_retry2"]
+    assert s["cpu_share"] == {"run": "busy_retry", "stable": True, "met": True}
+
+
+def test_a_pair_that_disagrees_with_a_steady_epoch_triggers_the_retry():
+    runs = {"micro": micro(0.30), "alone": epoch(30.0), "alone_again": epoch(30.0), "micro_again": micro(0.40)}
+    assert bench_epoch.needs_retry(runs) and not bench_epoch.summarise(runs, cores=2)["stable"]
+    assert "cpu_share" not in bench_epoch.summarise(runs, cores=2)  # --no-competitor
+
+
+def test_one_pair_compares_the_one_epoch_with_each_step_run():
+    runs = {"micro": micro(0.30), "alone": epoch(32.0), "micro_again": micro(0.31)}
+    s = bench_epoch.summarise(runs, cores=2)
+    assert [p[:2] for p in s["pairs"]] == [["alone", "micro"], ["alone", "micro_again"]]
+    assert s["stable"] and s["epoch_vs_micro"] == pytest.approx((30 / 32 + 31 / 32) / 2)
