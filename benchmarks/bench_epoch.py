@@ -27,8 +27,8 @@ compared with the mean of the two epochs alone around it. When those two epochs 
 by more than ``DRIFT`` (10%), the host moved under them: the benchmark runs epoch, step, busy, epoch once more
 (a third pair, a fresh bracket), and a figure whose runs still disagree is reported as giving no verdict
 (``summarise``). Then the governed and 1-thread busy runs and an epoch alone after them, and the
-OpenMP-default pair. ``--one-pair`` (a long epoch)
-runs one epoch between two steps: its pairs are that epoch with each of them.
+OpenMP-default pair. ``--one-pair`` (a long epoch) runs one epoch between two steps: its pairs are that
+epoch with each of them; ``--append`` adds such a run to the earlier ones in ``--out`` (``append_runs``).
 
     python benchmarks/bench_epoch.py                      # 400 stocks x 500 days, hidden 32
     python benchmarks/bench_epoch.py --data P --hidden 16 # any dataset (e.g. the 5M-row one, under flock)
@@ -279,6 +279,32 @@ def summarise(runs: dict[str, dict], cores: int) -> dict:
     return summary
 
 
+def run_sets(runs: dict[str, dict]) -> dict[int, dict[str, dict]]:
+    """The runs of an appended results file by run: unsuffixed keys are run 1, ``<key>_<k>`` run k."""
+    sets: dict[int, dict[str, dict]] = {}
+    for key, value in runs.items():
+        base, _, k = key.rpartition("_")
+        index, name = (int(k), base) if base and k.isdigit() else (1, key)
+        sets.setdefault(index, {})[name] = value
+    return sets
+
+
+def append_runs(old: dict, new: dict, cores: int) -> dict:
+    """``new`` (one run of the benchmark) added to ``old`` as run k (keys and load figures suffixed ``_k``),
+    with a summary over every run's pairs: the median of all of them, stable when each run is."""
+    k = max(run_sets(old["runs"])) + 1
+    runs = {**old["runs"], **{f"{key}_{k}": v for key, v in new["runs"].items()}}
+    env = {**old["env"], **{f"{key}_{k}": new["env"][key] for key in ("load_at_start", "load_at_end", "data")}}
+    each = [summarise(group, cores) for _, group in sorted(run_sets(runs).items())]
+    pairs = [[f"{e}_{i}" if i > 1 else e, f"{m}_{i}" if i > 1 else m, v]
+             for i, summ in enumerate(each, start=1) for e, m, v in summ["pairs"]]
+    summary = {**each[-1], "epoch_vs_micro": statistics.median(p[2] for p in pairs),
+               "epoch_vs_micro_mean": statistics.mean(p[2] for p in pairs),
+               "epoch_vs_micro_pairs": [p[2] for p in pairs], "pairs": pairs,
+               "stable": all(summ["stable"] for summ in each), "runs_pooled": len(each)}
+    return {"env": env, "runs": runs, "summary": summary}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--child", default=None)
@@ -301,6 +327,9 @@ def main() -> None:
                     help="one epoch between two step microbenchmarks, no second epoch (a long epoch, e.g. the "
                          "5M-row panel)")
     ap.add_argument("--out", default=str(HERE / "results" / "epoch.json"))
+    ap.add_argument("--append", action="store_true",
+                    help="add this run to --out's earlier runs (keys suffixed _2, _3, ...) and summarise them all "
+                         "(a long epoch repeated over a day, e.g. the 5M-row panel)")
     args = ap.parse_args()
     args.adaptive = None if args.adaptive_threads is None else args.adaptive_threads == "true"
     if args.child:
@@ -347,9 +376,11 @@ def main() -> None:
         run("alone_spin", "epoch", spin=True, adaptive=False)
         run("busy_spin", "epoch", busy=True, spin=True, adaptive=False)
     env["load_at_end"] = os.getloadavg()[0]
-    summary = summarise(runs, share.threads)
-    write_json(args.out, {"env": env, "runs": runs, "summary": summary})
-    print(json.dumps(summary, indent=1))
+    result = {"env": env, "runs": runs, "summary": summarise(runs, share.threads)}
+    if args.append and Path(args.out).is_file():
+        result = append_runs(json.loads(Path(args.out).read_text()), result, share.threads)
+    write_json(args.out, result)
+    print(json.dumps(result["summary"], indent=1))
 
 
 if __name__ == "__main__":

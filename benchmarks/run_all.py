@@ -240,8 +240,9 @@ def goals_section(steps: list[dict], build: dict, epoch: dict, memory: dict, gpu
     if big:
         shares = big["summary"]["epoch_vs_micro_pairs"]
         pairs = ", ".join(f"{100 * p:.1f}%" for p in shares)
-        at_5m = (f"; {100 * big_share:.1f}% on the 5M-row panel (`epoch_5m.json`, its own runs: the mean of the "
-                 f"(step, epoch) pairs {pairs})")
+        pooled = big["summary"].get("runs_pooled")  # appended runs (--append): the median of all their pairs
+        how = f"{pooled} runs: the median of the" if pooled else "its own runs: the mean of the"
+        at_5m = f"; {100 * big_share:.1f}% on the 5M-row panel (`epoch_5m.json`, {how} (step, epoch) pairs {pairs})"
         verdict_5m = f"; {no_stall_verdict(big['summary'], yes)} at 5M rows"
     lines.append(f"| 4 | full epoch >= 90% of the step microbenchmark | {100 * share:.0f}% on "
                  f"`{os.path.basename(epoch['env']['data'])}`{at_5m} | {no_stall_verdict(epoch['summary'], yes)} at this size{verdict_5m} |")

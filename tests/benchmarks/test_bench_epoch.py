@@ -68,3 +68,26 @@ def test_one_pair_compares_the_one_epoch_with_each_step_run():
     s = bench_epoch.summarise(runs, cores=2)
     assert [p[:2] for p in s["pairs"]] == [["alone", "micro"], ["alone", "micro_again"]]
     assert s["stable"] and s["epoch_vs_micro"] == pytest.approx((30 / 32 + 31 / 32) / 2)
+
+
+def test_appended_runs_are_pooled_pair_by_pair():
+    def one(epoch_s, before, after, load):
+        runs = {"micro": micro(before), "alone": epoch(epoch_s), "micro_again": micro(after)}
+        env = {"data": "p.parquet", "load_at_start": load, "load_at_end": load + 1}
+        return {"env": env, "runs": runs, "summary": bench_epoch.summarise(runs, cores=2)}
+
+    first, second, third = one(33.0, 0.30, 0.31, 0.1), one(34.0, 0.30, 0.30, 0.2), one(32.0, 0.32, 0.30, 0.3)
+    pooled = bench_epoch.append_runs(bench_epoch.append_runs(first, second, 2), third, 2)
+    assert set(pooled["runs"]) == {"micro", "alone", "micro_again", "micro_2", "alone_2", "micro_again_2",
+                                   "micro_3", "alone_3", "micro_again_3"}
+    assert pooled["env"]["load_at_start_3"] == 0.3 and pooled["env"]["load_at_start"] == 0.1
+    s = pooled["summary"]
+    assert [p[:2] for p in s["pairs"]] == [["alone", "micro"], ["alone", "micro_again"], ["alone_2", "micro_2"],
+                                           ["alone_2", "micro_again_2"], ["alone_3", "micro_3"],
+                                           ["alone_3", "micro_again_3"]]
+    shares = [30 / 33, 31 / 33, 30 / 34, 30 / 34, 32 / 32, 30 / 32]
+    assert s["epoch_vs_micro_pairs"] == pytest.approx(shares)
+    assert s["epoch_vs_micro"] == pytest.approx(sorted(shares)[2] / 2 + sorted(shares)[3] / 2)
+    assert s["runs_pooled"] == 3 and s["stable"]
+    # a run set is found by its suffix only: names with other underscores stay in their run
+    assert set(bench_epoch.run_sets({"busy_1_thread": {}, "alone_retry2": {}, "busy_1_thread_4": {}})) == {1, 4}
