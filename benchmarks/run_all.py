@@ -120,12 +120,8 @@ def epoch_section(ep: dict) -> list[str]:
     """Goal 4 (a full epoch against the step microbenchmark) and goal 7 (the epoch beside a busy process)."""
     env, runs, summ = ep["env"], ep["runs"], ep["summary"]
     alone = runs["alone"]
-    labels = {"alone": "first", "alone_again": "second", "alone_retry": "third (the host drifted)"}
-    # the pairs as run (older results: the first two, by their keys)
-    keys = summ.get("pairs") or [[e, m, v] for (e, m), v in zip((("alone", "micro"), ("alone_again", "micro_again")),
-                                                                  summ["epoch_vs_micro_pairs"])]
-    pairs = [(labels.get(e, e) if m != "micro_again" or e != "alone" else "second (same epoch)", runs[e], runs[m])
-             for e, m, _ in keys]
+    keys = summ["pairs"]  # [epoch run, step run, share] as run
+    pairs = [(label, runs[e], runs[m]) for label, (e, m, _) in zip(("first", "second", "third"), keys)]
     lines = ["", "## A full epoch against the training step (no stalls)", "",
              f"`benchmarks/bench_epoch.py`: `{os.path.basename(env['data'])}`, hidden {env['hidden']}, batch "
              f"{env['batch']}, {alone['threads']['count']} threads ({alone['threads']['source']}); load average "
@@ -186,6 +182,16 @@ def no_stall_verdict(summary: dict, yes) -> str:
                 + "), the host's speed moved between the runs")
     caveat = ", not in every pair" if min(shares) < 0.9 <= summary["epoch_vs_micro"] else ""
     return yes(summary["epoch_vs_micro"] >= 0.9) + caveat
+
+
+def cpu_share_verdict(summary: dict, yes) -> str:
+    """Goal 7's verdict from ``bench_epoch.summarise``: none when the epochs alone around the default's busy
+    run disagree by more than its drift limit."""
+    cs = summary["cpu_share"]
+    if not cs["stable"]:
+        return (f"**no verdict**: the epochs alone around it disagree by {100 * summary[cs['run']]['drift']:.0f}% "
+                "(the host's speed moved)")
+    return yes(cs["met"])
 
 
 def load_result(name: str) -> dict | None:
@@ -259,18 +265,13 @@ def goals_section(steps: list[dict], build: dict, epoch: dict, memory: dict, gpu
                  f"table below (peak {peak:.1f} GFLOP/s) | {yes(peak is not None)} |" if peak else
                  "| 6 | FLOPs beside every speed ratio | no peak measured | **not met** |")
     summ = epoch["summary"]
-    # older results: the busy run against the mean of all epochs alone, no drift measured
-    cs = summ.get("cpu_share") or ({"run": "busy", "stable": True, "met": summ["busy"]["slowdown"] <= summ["busy"][
-        "proportional"]} if "busy" in summ else None)
+    cs = summ.get("cpu_share")
     if cs:
         busy = summ[cs["run"]]
         governed = summ.get("busy_adaptive")
         share = busy["proportional"]
-        apart = (f"the epochs alone around it {100 * busy['drift']:.0f}% apart" if busy.get("drift") is not None
-                 else "their drift not measured")
-        verdict = yes(cs["met"]) if cs["stable"] else (
-            f"**no verdict**: the epochs alone around it disagree by {100 * busy['drift']:.0f}% (the host's speed "
-            "moved)")
+        apart = f"the epochs alone around it {100 * busy['drift']:.0f}% apart"
+        verdict = cpu_share_verdict(summ, yes)
         lines.append(f"| 7 | beside a busy process, slowdown <= the fair share's | {busy['slowdown']:.2f}x with "
                      f"{epoch['runs'][cs['run']]['threads']['count']} threads (default settings; {apart}) against "
                      f"{share:.2f}x"

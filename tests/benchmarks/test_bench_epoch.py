@@ -91,3 +91,30 @@ def test_appended_runs_are_pooled_pair_by_pair():
     assert s["runs_pooled"] == 3 and s["stable"]
     # a run set is found by its suffix only: names with other underscores stay in their run
     assert set(bench_epoch.run_sets({"busy_1_thread": {}, "alone_retry2": {}, "busy_1_thread_4": {}})) == {1, 4}
+
+
+def test_latest_md_says_no_verdict_for_runs_the_host_moved_under():
+    import run_all
+
+    def yes(ok):
+        return "met" if ok else "not met"
+
+    steady = {"micro": micro(0.30), "alone": epoch(31.0), "busy": epoch(43.0), "alone_again": epoch(30.0),
+              "micro_again": micro(0.30)}
+    s = bench_epoch.summarise(steady, cores=2)
+    assert run_all.no_stall_verdict(s, yes) == "met" and run_all.cpu_share_verdict(s, yes) == "met"
+    drifting = steady | {"alone_again": epoch(45.0)}
+    s = bench_epoch.summarise(drifting, cores=2)
+    assert run_all.no_stall_verdict(s, yes).startswith("**no verdict**")
+    assert run_all.cpu_share_verdict(s, yes).startswith("**no verdict**: the epochs alone around it disagree by 45%")
+    slow_pair = steady | {"alone": epoch(32.0), "micro_again": micro(0.264)}  # 94% and 88%: within the limit
+    assert run_all.no_stall_verdict(bench_epoch.summarise(slow_pair, cores=2), yes) == "met, not in every pair"
+    lines = "\n".join(run_all.epoch_section({"env": {"data": "p.parquet", "hidden": 32, "batch": 1024,
+                                                     "load_at_start": 1.0, "load_at_end": 2.0, "cpu_share": 2,
+                                                     "cpu_share_source": "affinity", "os_cpu_count": 2},
+                                             "runs": {k: {**v, "threads": {"count": 2, "source": "affinity"},
+                                                          "val_s": 1.0, "val_scoring_s": 1.0, "test_scoring_s": 1.0,
+                                                          "seconds": 3.0, "steps": 10}
+                                                      for k, v in drifting.items()},
+                                             "summary": s}))
+    assert "| beside a busy process | 2 fixed |" in lines and "| 1.13x | 1.50x | 1.50x | 45% |" in lines
